@@ -1,0 +1,31 @@
+"""jaxtransfer: transferability estimation in JAX.
+
+Scores how well a source model or source task will transfer to a target task,
+before any fine-tuning, for one pair or for thousands of pairs in one call.
+"""
+
+from ._entropy import conditional_entropy as conditional_entropy
+from ._entropy import hardness as hardness
+from ._entropy import nce as nce
+from ._estimator import EstimatorInfo as EstimatorInfo
+from ._estimator import available_estimators as available_estimators
+from ._estimator import get_estimator as get_estimator
+from ._leep import leep as leep
+from ._linear_mse import label_mse as label_mse
+from ._linear_mse import linear_mse as linear_mse
+from ._score_matrix import score_matrix as score_matrix
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "EstimatorInfo",
+    "available_estimators",
+    "conditional_entropy",
+    "get_estimator",
+    "hardness",
+    "label_mse",
+    "leep",
+    "linear_mse",
+    "nce",
+    "score_matrix",
+]

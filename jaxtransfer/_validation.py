@@ -1,0 +1,168 @@
+"""Eager input checks shared by every estimator.
+
+Each check takes the argument's public name and raises ``TypeError`` (wrong
+kind of value) or ``ValueError`` (wrong shape or values) with a message that
+names the argument, what was received and what was expected. Values are only
+inspected when they are concrete; inside ``jit``/``vmap``/``grad`` only static
+properties (shapes, dtypes, class counts) are checked. Inputs are never
+modified: conversions make new arrays.
+"""
+
+from __future__ import annotations
+
+from numbers import Integral
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+__all__ = [
+    "as_features",
+    "as_labels",
+    "as_mask",
+    "check_same_samples",
+    "is_concrete",
+    "num_classes_arg",
+]
+
+
+def is_concrete(x: Any) -> bool:
+    """True unless ``x`` is a tracer (inside jit, vmap or grad)."""
+    return not isinstance(x, jax.core.Tracer)
+
+
+def _to_array(name: str, x: Any) -> Any:
+    if isinstance(x, (jax.Array, np.ndarray)):
+        return x
+    if isinstance(x, (str, bytes, dict, set)) or x is None:
+        raise TypeError(f"{name} must be an array, got {type(x).__name__}")
+    try:
+        arr = np.asarray(x)
+    except Exception as err:  # ragged lists and the like
+        raise TypeError(f"{name} must be an array, got {type(x).__name__} ({err})") from None
+    if arr.dtype == object:
+        raise TypeError(f"{name} must be a numeric array, got an object array (ragged or mixed input?)")
+    return arr
+
+
+def _shape_text(lead: int, core: str) -> str:
+    return "[" + ", ".join([*["S/T"] * lead, core]) + "]" if lead else f"[{core}]"
+
+
+def num_classes_arg(name: str, value: Any) -> int | None:
+    """Validate a static class count argument (``None`` means infer)."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, Integral):
+        raise TypeError(f"{name} must be a Python int (a static class count), got {value!r}")
+    if value < 1:
+        raise ValueError(f"{name} must be at least 1, got {value}")
+    return int(value)
+
+
+def as_labels(
+    name: str, x: Any, *, num_classes: int | None, class_arg: str, lead: int = 0
+) -> tuple[jax.Array, int]:
+    """Integer labels of shape [*lead, n]; returns (int32 array, class count).
+
+    The class count is ``num_classes`` when given (labels must lie below it),
+    else inferred as ``max + 1`` from concrete labels.
+    """
+    arr = _to_array(name, x)
+    if not (jnp.issubdtype(arr.dtype, jnp.integer) or arr.dtype == bool):
+        raise TypeError(
+            f"{name} must hold integer class labels, got dtype {arr.dtype}"
+            + (" (pass probabilities or logits to an estimator that takes them)" if arr.ndim > lead + 1 else "")
+        )
+    if arr.ndim != lead + 1:
+        raise ValueError(
+            f"{name} must have shape {_shape_text(lead, 'n')}, got shape {tuple(arr.shape)}"
+        )
+    if arr.shape[-1] < 2:
+        raise ValueError(f"{name} needs at least 2 samples, got {arr.shape[-1]}")
+    num_classes = num_classes_arg(class_arg, num_classes)
+    if is_concrete(arr):
+        host = np.asarray(arr)
+        lo, hi = int(host.min()), int(host.max())
+        if lo < 0:
+            raise ValueError(f"{name} contains the negative label {lo}; labels must be class indices >= 0")
+        if num_classes is None:
+            num_classes = hi + 1
+        elif hi >= num_classes:
+            raise ValueError(
+                f"{name} contains the label {hi}, but {class_arg}={num_classes}; "
+                f"labels must lie in [0, {num_classes})"
+            )
+        if hi >= 2**31 - 1:
+            raise ValueError(f"{name} contains the label {hi}, too large for int32 class indices")
+        return jnp.asarray(host.astype(np.int32, copy=False)), num_classes
+    if num_classes is None:
+        raise TypeError(
+            f"{name} is traced (inside jit, vmap or grad), so its class count cannot be read "
+            f"from the data: pass {class_arg}=<int> as a static argument"
+        )
+    return arr.astype(jnp.int32), num_classes
+
+
+def as_features(name: str, x: Any, *, lead: int = 0, allow_vector: bool = False, what: str = "d") -> jax.Array:
+    """Real-valued samples of shape [*lead, n, d] (or [*lead, n] when ``allow_vector``).
+
+    Integer and boolean inputs are promoted to the default float dtype. A
+    vector input is returned as a single column [*lead, n, 1].
+    """
+    arr = _to_array(name, x)
+    if jnp.issubdtype(arr.dtype, jnp.complexfloating) or not (
+        jnp.issubdtype(arr.dtype, jnp.number) or arr.dtype == bool
+    ):
+        raise TypeError(f"{name} must be a real-valued array, got dtype {arr.dtype}")
+    if allow_vector and arr.ndim == lead + 1:
+        arr = arr[..., None]
+    if arr.ndim != lead + 2:
+        expected = _shape_text(lead, f"n, {what}")
+        if allow_vector:
+            expected += f" or {_shape_text(lead, 'n')}"
+        raise ValueError(f"{name} must have shape {expected}, got shape {tuple(np.shape(x))}")
+    if arr.shape[-2] < 2:
+        raise ValueError(f"{name} needs at least 2 samples, got {arr.shape[-2]}")
+    if arr.shape[-1] < 1:
+        raise ValueError(f"{name} has no columns (shape {tuple(np.shape(x))})")
+    if not jnp.issubdtype(arr.dtype, jnp.floating):
+        arr = arr.astype(jnp.result_type(float))
+    if is_concrete(arr):
+        host = np.asarray(arr)
+        bad = ~np.isfinite(host)
+        if bad.any():
+            where = tuple(int(i[0]) for i in np.nonzero(bad))
+            raise ValueError(f"{name} contains a non-finite value ({host[where]}) at index {where}")
+        return jnp.asarray(host)
+    return arr
+
+
+def as_mask(name: str, x: Any, shape: tuple[int, ...]) -> jax.Array | None:
+    """A boolean sample mask of exactly ``shape`` (True keeps a sample)."""
+    if x is None:
+        return None
+    arr = _to_array(name, x)
+    if not (arr.dtype == bool or jnp.issubdtype(arr.dtype, jnp.integer)):
+        raise TypeError(f"{name} must be a boolean array (True keeps a sample), got dtype {arr.dtype}")
+    if tuple(arr.shape) != tuple(shape):
+        raise ValueError(f"{name} must have shape {list(shape)}, got shape {list(arr.shape)}")
+    if is_concrete(arr):
+        host = np.asarray(arr)
+        if arr.dtype != bool and not np.isin(host, (0, 1)).all():
+            raise ValueError(f"{name} must hold only 0/1 or True/False values")
+        kept = host.astype(bool).sum(axis=-1)
+        if np.min(kept) < 2:
+            raise ValueError(f"{name} keeps {int(np.min(kept))} sample(s) of some pair; at least 2 are needed")
+        return jnp.asarray(host.astype(bool))
+    return arr.astype(bool)
+
+
+def check_same_samples(name_a: str, n_a: int, name_b: str, n_b: int) -> None:
+    """Both arguments must describe the same n inputs."""
+    if n_a != n_b:
+        raise ValueError(
+            f"{name_a} has {n_a} samples but {name_b} has {n_b}; "
+            "both must describe the same inputs (pad and pass a mask if they differ)"
+        )
