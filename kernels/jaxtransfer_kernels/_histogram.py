@@ -55,7 +55,14 @@ def _weights(n: int, mask: jax.Array | None) -> jax.Array:
 def _indicators(labels: jax.Array, num_classes: int, dtype) -> jax.Array:
     """[..., n] labels -> [..., num_classes - 1, n] indicators of the first classes."""
     classes = jnp.arange(num_classes - 1, dtype=labels.dtype)
-    return (labels[..., None, :] == classes[:, None]).astype(dtype)
+    classes = classes.reshape((1,) * (labels.ndim - 1) + (num_classes - 1, 1))
+    return (labels[..., None, :] == classes).astype(dtype)
+
+
+def _onehot(labels: jax.Array, num_classes: int) -> jax.Array:
+    """[..., n] labels -> [..., n, num_classes] booleans."""
+    classes = jnp.arange(num_classes, dtype=labels.dtype).reshape((1,) * labels.ndim + (num_classes,))
+    return labels[..., None] == classes
 
 
 @partial(jax.jit, static_argnames=("num_classes",))
@@ -72,8 +79,8 @@ def label_counts(labels: jax.Array, *, num_classes: int, mask: jax.Array | None 
     """
     labels = jnp.asarray(labels)
     w = _weights(labels.shape[-1], mask)
-    onehot = labels[..., None] == jnp.arange(num_classes, dtype=labels.dtype)
-    return jnp.sum(onehot.astype(jnp.int32) * w[..., None], axis=-2)
+    w = jnp.broadcast_to(w, labels.shape)
+    return jnp.sum(_onehot(labels, num_classes).astype(jnp.int32) * w[..., None], axis=-2)
 
 
 def _assemble(inner, counts_z, counts_y, total):
@@ -105,8 +112,8 @@ def _onehot_pairs(zs, ys, wz, wy, num_z, num_y):
     inner = inner.transpose(0, 2, 1, 3)
     # marginals restricted to the samples both sides keep
     both = wz.astype(jnp.int32) @ wy.astype(jnp.int32).T  # [S, T]
-    zfull = zs[..., None] == jnp.arange(num_z, dtype=zs.dtype)  # [S, n, Cz]
-    yfull = ys[..., None] == jnp.arange(num_y, dtype=ys.dtype)  # [T, n, Cy]
+    zfull = _onehot(zs, num_z)  # [S, n, Cz]
+    yfull = _onehot(ys, num_y)  # [T, n, Cy]
     counts_z = jnp.einsum(
         "snc,tn->stc", (zfull * wz[..., None]).astype(jnp.int8), wy.astype(jnp.int8),
         preferred_element_type=jnp.int32,
@@ -216,7 +223,7 @@ def soft_joint_histogram(
     """
     probs = jnp.asarray(probs)
     y = jnp.asarray(target_labels)
-    onehot = (y[:, None] == jnp.arange(num_y, dtype=y.dtype)).astype(probs.dtype)
+    onehot = _onehot(y, num_y).astype(probs.dtype)
     if mask is not None:
         onehot = onehot * jnp.asarray(mask).astype(probs.dtype)[:, None]
     return jnp.matmul(probs.T, onehot, precision=lax.Precision.HIGHEST)

@@ -101,7 +101,7 @@ def source_stats(features, mask=None, *, shift=None) -> SourceStats:
     count = jnp.sum(w)
     if shift is None:
         shift = jnp.sum(f * w[:, None], axis=0) / jnp.maximum(count, 1)
-    fc = (f - shift) * w[:, None]
+    fc = (f - shift[None, :]) * w[:, None]
     return SourceStats(count, jnp.asarray(shift, f.dtype), jnp.sum(fc, axis=0), _mm(fc.T, fc))
 
 
@@ -122,8 +122,9 @@ def cross_stats(features, targets, mask=None, *, feature_shift, target_shift=Non
     w = _weights(f.shape[0], mask, f.dtype)
     if target_shift is None:
         target_shift = jnp.sum(y * w[:, None], axis=0) / jnp.maximum(jnp.sum(w), 1)
-    yc = (y - target_shift) * w[:, None]
-    fc = (f - feature_shift) * w[:, None]
+    target_shift = jnp.asarray(target_shift, y.dtype)
+    yc = (y - target_shift[None, :]) * w[:, None]
+    fc = (f - jnp.asarray(feature_shift)[None, :]) * w[:, None]
     return CrossStats(target_shift, jnp.sum(yc, axis=0), _mm(fc.T, yc), jnp.sum(yc * yc, axis=0))
 
 
@@ -210,7 +211,7 @@ def ridge_factor(features, mask=None, *, l2=None) -> RidgeFactor:
     f = jnp.asarray(features)
     n, d = f.shape
     stats = source_stats(f, mask)
-    fc = (f - stats.shift) * _weights(n, mask, f.dtype)[:, None]
+    fc = (f - stats.shift[None, :]) * _weights(n, mask, f.dtype)[:, None]
     m = _mm(fc, fc.T) if _is_dual(n, d) else stats.gram
     dim = m.shape[0]
     if l2 is None:
@@ -250,7 +251,7 @@ def ridge_objective(factor: RidgeFactor, targets, l2, mask=None) -> jax.Array:
     w = _weights(n, mask, fc.dtype)
     count = factor.count
     mean_y = jnp.sum(y * w[:, None], axis=0) / jnp.maximum(count, 1)
-    yc = (y - mean_y) * w[:, None]
+    yc = (y - mean_y[None, :]) * w[:, None]
     dual = _is_dual(n, d)
     rhs = yc if dual else _mm(fc.T, yc)
     size = max(n, d)
