@@ -38,6 +38,10 @@ def load_array(spec: str, what: str) -> np.ndarray:
     p = Path(path)
     if not p.is_file():
         raise CLIError(f"{what}: no such file: {path}")
+    with open(p, "rb") as fh:
+        magic = fh.read(6)
+    if magic != b"\x93NUMPY" and not magic.startswith(b"PK\x03\x04"):
+        raise CLIError(f"{what}: {path} is not a readable .npy/.npz file (no NumPy or zip header)")
     try:
         loaded = np.load(p, allow_pickle=False)
     except ValueError as err:

@@ -93,7 +93,12 @@ def _assemble(inner, counts_z, counts_y, total):
     return jnp.concatenate([top, bottom[..., None, :]], axis=-2)
 
 
-def _onehot_pairs(zs, ys, wz, wy, num_z, num_y):
+def _weighted_counts(onehot, w):
+    """[B, n, C] int8 one-hots, [B, n] int8 weights -> [B, C] int32 counts."""
+    return jnp.einsum("bnc,bn->bc", onehot, w, preferred_element_type=jnp.int32)
+
+
+def _onehot_pairs(zs, ys, wz, wy, num_z, num_y, source_mask, target_mask):
     """All-pairs counts [S, T, Cz, Cy] by one int8 matrix product.
 
     ``wz`` [S, n] weighs the source side, ``wy`` [T, n] the target side; a sample
@@ -101,8 +106,9 @@ def _onehot_pairs(zs, ys, wz, wy, num_z, num_y):
     """
     s, n = zs.shape
     t = ys.shape[0]
-    zi = _indicators(zs, num_z, jnp.int8) * wz[:, None, :].astype(jnp.int8)  # [S, Cz-1, n]
-    yi = _indicators(ys, num_y, jnp.int8) * wy[:, None, :].astype(jnp.int8)  # [T, Cy-1, n]
+    wz, wy = wz.astype(jnp.int8), wy.astype(jnp.int8)
+    zi = _indicators(zs, num_z, jnp.int8) * wz[:, None, :]  # [S, Cz-1, n]
+    yi = _indicators(ys, num_y, jnp.int8) * wy[:, None, :]  # [T, Cy-1, n]
     inner = lax.dot_general(
         zi.reshape(s * (num_z - 1), n),
         yi.reshape(t * (num_y - 1), n),
@@ -110,18 +116,19 @@ def _onehot_pairs(zs, ys, wz, wy, num_z, num_y):
         preferred_element_type=jnp.int32,
     ).reshape(s, num_z - 1, t, num_y - 1)
     inner = inner.transpose(0, 2, 1, 3)
-    # marginals restricted to the samples both sides keep
-    both = wz.astype(jnp.int32) @ wy.astype(jnp.int32).T  # [S, T]
-    zfull = _onehot(zs, num_z)  # [S, n, Cz]
-    yfull = _onehot(ys, num_y)  # [T, n, Cy]
-    counts_z = jnp.einsum(
-        "snc,tn->stc", (zfull * wz[..., None]).astype(jnp.int8), wy.astype(jnp.int8),
-        preferred_element_type=jnp.int32,
-    )
-    counts_y = jnp.einsum(
-        "sn,tnc->stc", wz.astype(jnp.int8), (yfull * wy[..., None]).astype(jnp.int8),
-        preferred_element_type=jnp.int32,
-    )
+    # Marginals over the samples both sides keep. A side without a mask keeps
+    # everything, so the other side's marginal is a plain per-labeling count.
+    full_z = _onehot(zs, num_z).astype(jnp.int8)  # [S, n, Cz]
+    full_y = _onehot(ys, num_y).astype(jnp.int8)  # [T, n, Cy]
+    if target_mask is None:
+        counts_z = jnp.broadcast_to(_weighted_counts(full_z, wz)[:, None, :], (s, t, num_z))
+    else:
+        counts_z = jnp.einsum("snc,tn->stc", full_z * wz[..., None], wy, preferred_element_type=jnp.int32)
+    if source_mask is None:
+        counts_y = jnp.broadcast_to(_weighted_counts(full_y, wy)[None, :, :], (s, t, num_y))
+    else:
+        counts_y = jnp.einsum("sn,tnc->stc", wz, full_y * wy[..., None], preferred_element_type=jnp.int32)
+    both = jnp.einsum("sn,tn->st", wz, wy, preferred_element_type=jnp.int32)
     return _assemble(inner, counts_z, counts_y, both)
 
 
@@ -177,7 +184,7 @@ def joint_histograms(
     wz = jnp.broadcast_to(_weights(n, source_mask), zs.shape)
     wy = jnp.broadcast_to(_weights(n, target_mask), ys.shape)
     if choose_histogram_method(num_z, num_y, method) == "onehot":
-        return _onehot_pairs(zs, ys, wz, wy, num_z, num_y)
+        return _onehot_pairs(zs, ys, wz, wy, num_z, num_y, source_mask, target_mask)
     return _scatter_pairs(zs, ys, wz, wy, num_z, num_y)
 
 

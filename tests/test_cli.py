@@ -1,0 +1,112 @@
+"""The command line: scores match the library, bad input gives one line and exit 2."""
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+import jaxtransfer as jt
+from jaxtransfer.cli import main
+
+
+def run(capsys, *argv):
+    code = main(list(argv))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+@pytest.fixture
+def label_files(tmp_path, rng):
+    z = rng.integers(0, 3, (2, 60))
+    y = rng.integers(0, 4, (3, 60))
+    np.save(tmp_path / "z.npy", z)
+    np.savez(tmp_path / "y.npz", labels=y)
+    return tmp_path, z, y
+
+
+def test_score_nce_json_matches_library(capsys, label_files):
+    path, z, y = label_files
+    code, out, err = run(capsys, "score", "--estimator", "nce", "--source", str(path / "z.npy"),
+                         "--target", str(path / "y.npz"))
+    assert code == 0, err
+    result = json.loads(out)
+    assert result["shape"] == [2, 3] and result["orientation"] == "higher_is_better"
+    expected = [[float(jt.nce(a, b, num_source_classes=3, num_target_classes=4)) for b in y] for a in z]
+    np.testing.assert_allclose(result["scores"], expected, rtol=1e-6)
+
+
+def test_single_pair_gives_one_by_one(capsys, label_files):
+    path, z, y = label_files
+    np.save(path / "z0.npy", z[0])
+    np.save(path / "y0.npy", y[0])
+    code, out, _ = run(capsys, "score", "--estimator", "conditional_entropy", "--source", str(path / "z0.npy"),
+                       "--target", str(path / "y0.npy"), "--format", "csv")
+    assert code == 0
+    lines = out.strip().splitlines()
+    assert lines[0] == "source,target,score"
+    assert float(lines[1].split(",")[2]) == pytest.approx(float(jt.conditional_entropy(z[0], y[0])), rel=1e-6)
+
+
+def test_linear_mse_several_l2_csv(capsys, tmp_path, rng):
+    f = rng.standard_normal((40, 5))
+    y = rng.standard_normal(40)
+    np.savez(tmp_path / "in.npz", f=f, y=y)
+    code, out, err = run(capsys, "score", "--estimator", "linear_mse", "--source", f"{tmp_path}/in.npz:f",
+                         "--target", f"{tmp_path}/in.npz:y", "--l2", "0", "1", "--format", "csv")
+    assert code == 0, err
+    rows = [line.split(",") for line in out.strip().splitlines()[1:]]
+    assert [float(r[2]) for r in rows] == [0.0, 1.0]
+    expected = np.asarray(jt.linear_mse(f, y, l2=[0.0, 1.0]))
+    np.testing.assert_allclose([float(r[3]) for r in rows], expected, rtol=1e-6)
+
+
+def test_output_file(capsys, label_files):
+    path, _, _ = label_files
+    out_file = path / "scores.json"
+    code, out, _ = run(capsys, "score", "--estimator", "nce", "--source", str(path / "z.npy"),
+                       "--target", str(path / "y.npz"), "-o", str(out_file))
+    assert code == 0 and out == ""
+    assert json.loads(out_file.read_text())["shape"] == [2, 3]
+
+
+@pytest.mark.parametrize(
+    ("argv", "words"),
+    [
+        (["--estimator", "nope", "--source", "{p}/z.npy", "--target", "{p}/y.npz"], "unknown estimator 'nope'"),
+        (["--estimator", "nce", "--source", "{p}/missing.npy", "--target", "{p}/y.npz"], "no such file"),
+        (["--estimator", "nce", "--source", "{p}/garbage.npy", "--target", "{p}/y.npz"], "not a readable"),
+        (["--estimator", "nce", "--source", "{p}/obj.npy", "--target", "{p}/y.npz"], "Python objects"),
+        (["--estimator", "nce", "--source", "{p}/z.npy", "--target", "{p}/short.npy"], "samples"),
+        (["--estimator", "nce", "--source", "{p}/z.npy", "--target", "{p}/y.npz:nokey"], "no array 'nokey'"),
+        (["--estimator", "nce", "--source", "{p}/two.npz", "--target", "{p}/y.npz"], "choose one"),
+        (["--estimator", "nce", "--source", "{p}/cube.npy", "--target", "{p}/y.npz"], "expected labels"),
+        (["--estimator", "nce", "--source", "{p}/z.npy", "--target", "{p}/y.npz", "--l2", "1"], "--l2 applies"),
+        (["--estimator", "leep", "--source", "{p}/z.npy", "--target", "{p}/y.npz"], "source_probs has 2 samples"),
+    ],
+)
+def test_bad_input_one_line_exit_2(capsys, label_files, argv, words):
+    path, _, _ = label_files
+    (path / "garbage.npy").write_bytes(b"this is not numpy")
+    np.save(path / "obj.npy", np.array([{"a": 1}], dtype=object), allow_pickle=True)
+    np.save(path / "short.npy", np.zeros((3, 10), dtype=np.int64))
+    np.savez(path / "two.npz", a=np.zeros(60, int), b=np.zeros(60, int))
+    np.save(path / "cube.npy", np.zeros((2, 2, 2, 2), dtype=np.int64))
+    code, out, err = run(capsys, "score", *[a.format(p=path) for a in argv])
+    assert code == 2
+    assert out == ""
+    assert err.startswith("jaxtransfer: error:") and words in err
+    assert len(err.strip().splitlines()) == 1
+
+
+def test_list_names_every_estimator(capsys):
+    code, out, _ = run(capsys, "list")
+    assert code == 0
+    for name in jt.available_estimators():
+        assert name in out
+
+
+def test_console_script_runs_as_module():
+    proc = subprocess.run([sys.executable, "-m", "jaxtransfer", "list"], capture_output=True, text=True, check=True)
+    assert "linear_mse" in proc.stdout
