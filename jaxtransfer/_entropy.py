@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import jax
-import jax.numpy as jnp
+import numpy as np
 
 from jaxtransfer_kernels import (
     conditional_entropy_from_counts,
@@ -180,7 +180,7 @@ def hardness(target_labels, *, num_target_classes=None, mask=None) -> jax.Array:
       >>> round(float(jt.hardness([0, 1, 2, 3])), 4)  # log 4
       1.3863
     """
-    lead = max(0, min(1, getattr(target_labels, "ndim", len(jnp.shape(target_labels))) - 1))
+    lead = max(0, min(1, np.ndim(target_labels) - 1))
     y, cy = as_labels(
         "target_labels", target_labels, num_classes=num_target_classes, class_arg="num_target_classes", lead=lead
     )

@@ -49,7 +49,8 @@ class EstimatorInfo:
         ``"features"``, ``"predictions"`` or ``"none"``.
       target: ``"labels"`` or ``"values"``.
       orientation: ``"higher_is_better"`` for transferability scores,
-        ``"higher_is_harder"`` for hardness.
+        ``"lower_is_better"`` for ``conditional_entropy`` (NCE is its
+        negative), ``"higher_is_harder"`` for hardness.
       reference: the paper.
       check: eager validation ``(source, target, options, lead) -> Checked``;
         ``lead`` is the number of leading batch axes (0 one pair, 1 stacked).

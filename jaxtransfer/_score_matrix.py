@@ -124,7 +124,7 @@ def score_matrix(
     smask = as_mask("source_mask", source_mask, (s, n))
     tmask = as_mask("target_mask", target_mask, (t, n))
     if shared is not None:
-        smask = jnp.broadcast_to(shared, (s, n)) if smask is None else smask & shared
+        smask = jnp.broadcast_to(shared[None, :], (s, n)) if smask is None else smask & shared[None, :]
     if batch_size is None:
         batch = info.default_batch(s, t, checked.static) if info.default_batch else s
     else:

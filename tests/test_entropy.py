@@ -250,7 +250,9 @@ def test_jit_nce_with_static_class_counts_equals_eager(rng):
     z = rng.integers(0, CZ, N)
     y = rng.integers(0, CY, N)
     fn = jax.jit(lambda z, y: jt.nce(z, y, num_source_classes=CZ, num_target_classes=CY))
-    np.testing.assert_allclose(fn(z, y), jt.nce(z, y, num_source_classes=CZ, num_target_classes=CY), rtol=1e-6)
+    np.testing.assert_allclose(
+        fn(z, y), jt.nce(z, y, num_source_classes=CZ, num_target_classes=CY), rtol=1e-6
+    )
     close(fn(z, y), -cond_entropy_ref(z, y))
 
 

@@ -36,7 +36,7 @@ def leep_ref(theta, y, mask=None):
     y = np.asarray(y)
     if mask is not None:
         theta, y = theta[mask], y[mask]
-    n, cz = theta.shape
+    n = theta.shape[0]
     labels = np.unique(y)
     p_yz = {c: theta[y == c].sum(axis=0) / n for c in labels}  # each [Cz]
     p_z = sum(p_yz.values())

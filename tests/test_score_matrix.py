@@ -6,6 +6,7 @@ import jax
 import numpy as np
 import pytest
 import scipy.special
+import scipy.stats
 
 import jaxtransfer as jt
 from jaxtransfer import _score_matrix
@@ -28,11 +29,17 @@ def make(rng, name, s=S, t=T):
         probs = scipy.special.softmax(2 * rng.normal(size=(s, N, CZ)), axis=-1).astype(np.float32)
         return probs, rng.integers(0, CY, (t, N)), {"num_target_classes": CY}
     if name == "linear_mse":
-        return rng.normal(size=(s, N, D)).astype(np.float32), rng.normal(size=(t, N, K)).astype(np.float32), {
-            "l2": 0.5
-        }
+        return (
+            rng.normal(size=(s, N, D)).astype(np.float32),
+            rng.normal(size=(t, N, K)).astype(np.float32),
+            {"l2": 0.5},
+        )
     if name == "label_mse":
-        return rng.normal(size=(s, N)).astype(np.float32), rng.normal(size=(t, N)).astype(np.float32), {"l2": 0.5}
+        return (
+            rng.normal(size=(s, N)).astype(np.float32),
+            rng.normal(size=(t, N)).astype(np.float32),
+            {"l2": 0.5},
+        )
     raise AssertionError(name)
 
 
@@ -51,7 +58,11 @@ def loop(name, sources, targets, opts, mask=None, source_mask=None, target_mask=
         row = []
         for t, tgt in enumerate(targets):
             keep = np.ones(N, bool)
-            for m in (mask, None if source_mask is None else source_mask[s], None if target_mask is None else target_mask[t]):
+            for m in (
+                mask,
+                None if source_mask is None else source_mask[s],
+                None if target_mask is None else target_mask[t],
+            ):
                 if m is not None:
                     keep &= m
             row.append(pair(name, src, tgt, None if keep.all() else keep, opts))
@@ -68,7 +79,7 @@ def random_masks(rng, s=S, t=T):
     return {"mask": one(N), "source_mask": one((s, N)), "target_mask": one((t, N))}
 
 
-@pytest.mark.parametrize("batch_size", [None, 1, 2, S])
+@pytest.mark.parametrize("batch_size", [1, 2, S])  # 2 does not divide S: the last chunk is padded
 @pytest.mark.parametrize("name", ESTIMATORS)
 def test_equals_loop_for_every_batch_size(rng, name, batch_size):
     sources, targets, opts = make(rng, name)
@@ -77,26 +88,54 @@ def test_equals_loop_for_every_batch_size(rng, name, batch_size):
     close(got, loop(name, sources, targets, opts))
 
 
-@pytest.mark.parametrize(
-    "masks", [("mask",), ("source_mask",), ("target_mask",), ("source_mask", "target_mask"), ("mask", "target_mask")]
-)
+# Each case is one compiled program: a shared ``mask`` and a ``source_mask`` both become a
+# per-source mask, so each case checks both spellings.
+MASK_CASES = {
+    "source": (1, [("mask",), ("source_mask",)]),
+    "both": (2, [("mask", "target_mask"), ("source_mask", "target_mask")]),
+    "all": (2, [("mask", "source_mask", "target_mask")]),
+    "target": (S, [("target_mask",)]),
+}
+
+
+@pytest.mark.parametrize("case", list(MASK_CASES))
 @pytest.mark.parametrize("name", ESTIMATORS)
-def test_equals_loop_with_masks(rng, name, masks):
+def test_equals_loop_with_masks(rng, name, case):
+    batch_size, spellings = MASK_CASES[case]
     sources, targets, opts = make(rng, name)
-    given = {k: v for k, v in random_masks(rng).items() if k in masks}
-    got = jt.score_matrix(name, sources, targets, batch_size=2, **given, **opts)
-    assert got.shape == (S, T)
-    close(got, loop(name, sources, targets, opts, **given))
+    masks = random_masks(rng)
+    for keys in spellings:
+        given = {k: masks[k] for k in keys}
+        got = jt.score_matrix(name, sources, targets, batch_size=batch_size, **given, **opts)
+        assert got.shape == (S, T)
+        close(got, loop(name, sources, targets, opts, **given))
+
+
+@pytest.mark.parametrize("name", ["nce", "linear_mse"])
+def test_default_batch_size(rng, name):
+    sources, targets, opts = make(rng, name)
+    close(jt.score_matrix(name, sources, targets, **opts), loop(name, sources, targets, opts))
 
 
 @pytest.mark.parametrize("method", ["onehot", "scatter"])
 def test_histogram_methods_with_masks(rng, method):
     sources, targets, _ = make(rng, "nce")
     masks = random_masks(rng)
-    del masks["mask"]
-    for batch_size in (1, 3):
-        got = jt.score_matrix("nce", sources, targets, method=method, batch_size=batch_size, **masks)
-        close(got, loop("nce", sources, targets, {}, **masks))
+    got = jt.score_matrix("nce", sources, targets, method=method, batch_size=3, **masks)
+    close(got, loop("nce", sources, targets, {}, **masks))
+
+
+@pytest.mark.parametrize("method", ["onehot", "scatter"])
+def test_single_class_sources(rng, method):
+    # one source class: every pair scores H(Y) over the samples its target keeps
+    sources = np.zeros((S, N), int)
+    targets = rng.integers(0, CY, (T, N))
+    target_mask = random_masks(rng)["target_mask"]
+    got = jt.score_matrix(
+        "conditional_entropy", sources, targets, method=method, batch_size=2, target_mask=target_mask
+    )
+    want = [scipy.stats.entropy(np.bincount(y[m])) for y, m in zip(targets, target_mask, strict=True)]
+    close(got, np.broadcast_to(want, (S, T)))
 
 
 def test_many_classes_uses_scatter_and_matches(rng):
@@ -105,8 +144,10 @@ def test_many_classes_uses_scatter_and_matches(rng):
     targets = rng.integers(0, cy, (2, 60))
     sources[0, 0], targets[0, 0] = cz - 1, cy - 1
     got = jt.score_matrix(jt.conditional_entropy, sources, targets)
-    want = [[float(jt.conditional_entropy(z, y, num_source_classes=cz, num_target_classes=cy)) for y in targets]
-            for z in sources]
+    want = [
+        [float(jt.conditional_entropy(z, y, num_source_classes=cz, num_target_classes=cy)) for y in targets]
+        for z in sources
+    ]
     close(got, want)
 
 
@@ -123,20 +164,24 @@ def test_inferred_class_counts_cover_all_sources_and_targets(rng):
     sources[-1, 0] = 6  # only the last source uses classes up to 6
     targets[1, 3] = 4
     got = jt.score_matrix(jt.nce, sources, targets, batch_size=2)
-    want = [[float(jt.nce(z, y)) for y in targets] for z in sources]
+    # absent classes change no entropy, so the loop may use any larger class counts
+    want = loop("nce", sources, targets, {"num_source_classes": 7, "num_target_classes": 5})
     close(got, want)
 
 
-@pytest.mark.parametrize("name", ["linear_mse", "label_mse"])
-@pytest.mark.parametrize("batch_size", [None, 2])
+@pytest.mark.parametrize(("name", "batch_size"), [("linear_mse", None), ("label_mse", 2)])
 def test_vector_l2(rng, name, batch_size):
     sources, targets, _ = make(rng, name)
     l2s = np.array([0.0, 0.1, 1.0], np.float32)
     masks = random_masks(rng)
-    got = jt.score_matrix(name, sources, targets, l2=l2s, batch_size=batch_size, source_mask=masks["source_mask"])
+    got = jt.score_matrix(
+        name, sources, targets, l2=l2s, batch_size=batch_size, source_mask=masks["source_mask"]
+    )
     assert got.shape == (S, T, 3)
-    want = np.stack([loop(name, sources, targets, {"l2": float(lam)}, source_mask=masks["source_mask"])
-                     for lam in l2s], axis=-1)
+    want = np.stack(
+        [loop(name, sources, targets, {"l2": float(lam)}, source_mask=masks["source_mask"]) for lam in l2s],
+        axis=-1,
+    )
     np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5)
 
 

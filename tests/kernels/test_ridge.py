@@ -18,6 +18,8 @@ import jaxtransfer_kernels as K
 TOL = {np.float32: {"rtol": 2e-4, "atol": 1e-5}, np.float64: {"rtol": 1e-9, "atol": 1e-12}}
 STATS_TOL = {np.float32: {"rtol": 2e-3, "atol": 1e-5}, np.float64: {"rtol": 1e-9, "atol": 1e-12}}
 L2S = np.array([0.0, 1e-3, 0.1, 10.0])
+# most tests share these shapes, so the jitted routes below compile once for them
+PRIMAL, DUAL = (40, 6), (12, 30)  # n > d, and n < d (the n×n dual form)
 
 
 @contextlib.contextmanager
@@ -77,6 +79,10 @@ def _stats_route(features, targets, l2, mask=None):
 # eager calls are compared with these in test_jit_equals_eager_and_no_recompile.
 factor_route = jax.jit(_factor_route)
 stats_route = jax.jit(_stats_route)
+ridge_factor = jax.jit(K.ridge_factor)
+source_stats = jax.jit(K.source_stats)
+cross_stats = jax.jit(K.cross_stats)
+add_stats = jax.jit(K.add_stats)
 
 
 def data(rng, n, d, k=3, dtype=np.float32, offset=2.0):
@@ -88,7 +94,7 @@ def data(rng, n, d, k=3, dtype=np.float32, offset=2.0):
 # ------------------------------------------------------------------------- sweeps
 
 
-@pytest.mark.parametrize(("n", "d", "k"), [(60, 8, 3), (25, 25, 2), (12, 30, 3), (30, 1, 1)])
+@pytest.mark.parametrize(("n", "d", "k"), [(*PRIMAL, 3), (*DUAL, 3), (25, 25, 2), (30, 1, 1)])
 def test_objective_vs_sklearn_vector_l2(rng, n, d, k):
     f, y = data(rng, n, d, k)
     want = ridge_ref_many(f, y, L2S)
@@ -101,7 +107,7 @@ def test_objective_vs_sklearn_vector_l2(rng, n, d, k):
     close(got, want, tol=STATS_TOL)
 
 
-@pytest.mark.parametrize(("n", "d"), [(60, 8), (12, 30)])
+@pytest.mark.parametrize(("n", "d"), [PRIMAL, DUAL])
 @pytest.mark.parametrize("lam", L2S.tolist())
 def test_objective_scalar_l2_both_factor_kinds(rng, n, d, lam):
     f, y = data(rng, n, d)
@@ -114,20 +120,20 @@ def test_objective_scalar_l2_both_factor_kinds(rng, n, d, lam):
 
 
 def test_l2_array_shape(rng):
-    f, y = data(rng, 40, 5, 2)
+    f, y = data(rng, *PRIMAL)
     l2 = np.array([[0.0, 0.01, 0.1], [1.0, 3.0, 10.0]], np.float32)
     got, _ = factor_route(f, y, l2)
-    assert got.shape == (2, 3, 2)
+    assert got.shape == (2, 3, 3)
     close(got, ridge_ref_many(f, y, l2))
     got = stats_route(f, y, l2)
-    assert got.shape == (2, 3, 2)
+    assert got.shape == (2, 3, 3)
     close(got, ridge_ref_many(f, y, l2), tol=STATS_TOL)
 
 
 def test_objective_decreases_to_variance(rng):
     # J(λ) rises with λ towards the target variance (a → 0 as λ → ∞)
-    f, y = data(rng, 50, 6, 2)
-    l2 = np.geomspace(1e-4, 1e6, 12).astype(np.float32)
+    f, y = data(rng, *PRIMAL)
+    l2 = np.array([1e-4, 1e-1, 1e2, 1e7], np.float32)
     got = np.asarray(factor_route(f, y, l2)[0], np.float64)
     assert (np.diff(got, axis=0) >= -1e-6).all()
     close(got[-1], np.var(y.astype(np.float64), axis=0), tol={np.float32: {"rtol": 1e-4, "atol": 0}})
@@ -136,7 +142,7 @@ def test_objective_decreases_to_variance(rng):
 # ------------------------------------------------------------------- Cholesky path
 
 
-@pytest.mark.parametrize(("n", "d"), [(60, 8), (12, 30)])
+@pytest.mark.parametrize(("n", "d"), [PRIMAL, DUAL])
 def test_cholesky_threshold_and_paths_agree(rng, n, d):
     f, y = data(rng, n, d)
     f64 = f.astype(np.float64)
@@ -154,11 +160,11 @@ def test_cholesky_threshold_and_paths_agree(rng, n, d):
 
 
 def test_cholesky_factor_contents(rng):
-    f, y = data(rng, 40, 5)
-    factor = K.ridge_factor(f, l2=np.float32(0.5))
+    f, _ = data(rng, *PRIMAL)
+    factor = ridge_factor(f, l2=np.float32(0.5))
     assert bool(factor.cholesky)
     fc = f.astype(np.float64) - f.astype(np.float64).mean(0)
-    want = np.linalg.cholesky(fc.T @ fc + 40 * 0.5 * np.eye(5))
+    want = np.linalg.cholesky(fc.T @ fc + 40 * 0.5 * np.eye(6))
     np.testing.assert_allclose(np.asarray(factor.basis, np.float64), want, rtol=1e-4, atol=1e-4)
     np.testing.assert_allclose(float(factor.penalty), 20.0, rtol=1e-6)
     np.testing.assert_allclose(np.asarray(factor.mean), f.astype(np.float64).mean(0), rtol=1e-5)
@@ -170,11 +176,13 @@ def test_cholesky_factor_contents(rng):
 
 def test_collinear_features_lambda_zero_is_min_norm_lstsq(rng):
     # dyadic values, so the duplicate and affine columns are exactly collinear in float32
-    base = rng.integers(-16, 16, size=(50, 4)) / 4.0
-    f = np.concatenate([base, base[:, :1], 2.0 * base[:, 1:2] + 1.0, np.full((50, 1), 0.75)], axis=1)
+    n = PRIMAL[0]
+    base = rng.integers(-16, 16, size=(n, 3)) / 4.0
+    f = np.concatenate([base, base[:, :1], 2.0 * base[:, 1:2] + 1.0, np.full((n, 1), 0.75)], axis=1)
     f = f.astype(np.float32)
-    y = (base @ rng.normal(size=(4, 3)) + rng.normal(size=(50, 3))).astype(np.float32)
-    assert np.linalg.matrix_rank(f - f.mean(0)) == 4
+    assert f.shape == PRIMAL
+    y = (base @ rng.normal(size=(3, 3)) + rng.normal(size=(n, 3))).astype(np.float32)
+    assert np.linalg.matrix_rank(f - f.mean(0)) == 3
     want = ridge_ref(f, y, 0.0)
     # the reduced problem on the independent columns has the same residual
     close(want, ridge_ref(base, y, 0.0), np.float64)
@@ -183,7 +191,7 @@ def test_collinear_features_lambda_zero_is_min_norm_lstsq(rng):
     close(factor_route(f, y, L2S)[0], ridge_ref_many(f, y, L2S))
 
 
-@pytest.mark.parametrize(("n", "d"), [(40, 5), (8, 12)])
+@pytest.mark.parametrize(("n", "d"), [PRIMAL, DUAL])
 def test_constant_feature_column(rng, n, d):
     f, y = data(rng, n, d)
     f[:, 2] = 0.3  # not a dyadic value: its float32 mean is not exact
@@ -195,15 +203,16 @@ def test_constant_feature_column(rng, n, d):
 
 
 def test_all_features_constant_gives_target_variance(rng):
-    f = np.tile(np.array([[1.5, -2.0, 0.3]], np.float32), (30, 1))
-    y = rng.normal(size=(30, 2)).astype(np.float32)
+    n, d = PRIMAL
+    f = np.tile(np.linspace(-2.0, 1.5, d, dtype=np.float32)[None, :] + np.float32(0.1), (n, 1))
+    y = rng.normal(size=(n, 3)).astype(np.float32)
     want = np.tile(np.var(y.astype(np.float64), axis=0), (len(L2S), 1))
     close(factor_route(f, y, L2S)[0], want)
     close(stats_route(f, y, L2S), want, tol=STATS_TOL)
 
 
 def test_n_less_than_d_lambda_zero_fits_exactly(rng):
-    f, y = data(rng, 10, 30)
+    f, y = data(rng, *DUAL)
     var = np.var(y.astype(np.float64), axis=0)
     got = np.asarray(factor_route(f, y, np.float32(0.0))[0], np.float64)
     assert (np.abs(got) <= 1e-5 * var).all()
@@ -214,9 +223,9 @@ def test_n_less_than_d_lambda_zero_fits_exactly(rng):
 # --------------------------------------------------------------------------- masks
 
 
-@pytest.mark.parametrize(("n", "d"), [(50, 6), (20, 30)])
+@pytest.mark.parametrize(("n", "d"), [PRIMAL, DUAL])
 def test_mask_equals_dropping_rows(rng, n, d):
-    f, y = data(rng, n, d, 2)
+    f, y = data(rng, n, d)
     mask = rng.random(n) < 0.6
     # masked rows hold junk that must not leak in
     f[~mask] = 1e3
@@ -224,8 +233,6 @@ def test_mask_equals_dropping_rows(rng, n, d):
     want = ridge_ref_many(f[mask], y[mask], L2S)
     close(factor_route(f, y, L2S, mask)[0], want)
     close(stats_route(f, y, L2S, mask), want, tol=STATS_TOL)
-    # the same kernel on the kept rows only
-    close(factor_route(f, y, L2S, mask)[0], np.asarray(factor_route(f[mask], y[mask], L2S)[0], np.float64))
     for lam in (0.0, 0.05):
         lam = np.float32(lam)
         got, _ = factor_route(f, y, lam, mask, factor_l2=lam)
@@ -233,9 +240,9 @@ def test_mask_equals_dropping_rows(rng, n, d):
 
 
 def test_factor_mask_stats(rng):
-    f, _ = data(rng, 30, 4)
-    mask = rng.random(30) < 0.5
-    factor = K.ridge_factor(f, mask)
+    f, _ = data(rng, *PRIMAL)
+    mask = rng.random(PRIMAL[0]) < 0.5
+    factor = ridge_factor(f, mask)
     assert float(factor.count) == mask.sum()
     np.testing.assert_allclose(np.asarray(factor.mean), f[mask].astype(np.float64).mean(0), rtol=1e-5)
     centred = np.asarray(factor.centred)
@@ -247,18 +254,18 @@ def test_factor_mask_stats(rng):
 
 
 def test_streamed_stats_add_to_whole_array_stats(rng):
-    n, d, k = 70, 5, 3
+    (n, d), k = PRIMAL, 3
     f, y = data(rng, n, d, k)
     mask = rng.random(n) < 0.8
-    cut = 30
-    s1 = K.source_stats(f[:cut], mask[:cut])
-    c1 = K.cross_stats(f[:cut], y[:cut], mask[:cut], feature_shift=s1.shift)
-    s2 = K.source_stats(f[cut:], mask[cut:], shift=s1.shift)
-    c2 = K.cross_stats(f[cut:], y[cut:], mask[cut:], feature_shift=s1.shift, target_shift=c1.shift)
-    src, crs = K.add_stats(s1, s2), K.add_stats(c1, c2)
+    cut = 15
+    s1 = source_stats(f[:cut], mask[:cut])
+    c1 = cross_stats(f[:cut], y[:cut], mask[:cut], feature_shift=s1.shift)
+    s2 = source_stats(f[cut:], mask[cut:], shift=s1.shift)
+    c2 = cross_stats(f[cut:], y[cut:], mask[cut:], feature_shift=s1.shift, target_shift=c1.shift)
+    src, crs = add_stats(s1, s2), add_stats(c1, c2)
 
-    whole_s = K.source_stats(f, mask, shift=s1.shift)
-    whole_c = K.cross_stats(f, y, mask, feature_shift=s1.shift, target_shift=c1.shift)
+    whole_s = source_stats(f, mask, shift=s1.shift)
+    whole_c = cross_stats(f, y, mask, feature_shift=s1.shift, target_shift=c1.shift)
     assert float(src.count) == mask.sum()
     for got, want in zip(src, whole_s, strict=True):
         np.testing.assert_allclose(np.asarray(got), np.asarray(want), rtol=1e-5, atol=1e-4)
@@ -275,15 +282,16 @@ def test_streamed_stats_add_to_whole_array_stats(rng):
     np.testing.assert_allclose(np.asarray(crs.squares), (ys**2).sum(0), rtol=1e-5, atol=1e-3)
 
     want = ridge_ref_many(f[mask], y[mask], L2S)
-    close(K.ridge_objective_from_stats(src, crs, L2S), want, tol=STATS_TOL)
-    close(K.ridge_objective_from_stats(whole_s, whole_c, L2S), want, tol=STATS_TOL)
+    finalise = jax.jit(K.ridge_objective_from_stats)
+    close(finalise(src, crs, L2S), want, tol=STATS_TOL)
+    close(finalise(whole_s, whole_c, L2S), want, tol=STATS_TOL)
 
 
 def test_stats_default_shift_is_masked_mean(rng):
-    f, y = data(rng, 40, 3, 2)
-    mask = rng.random(40) < 0.5
-    s = K.source_stats(f, mask)
-    c = K.cross_stats(f, y, mask, feature_shift=s.shift)
+    f, y = data(rng, *PRIMAL)
+    mask = rng.random(PRIMAL[0]) < 0.5
+    s = source_stats(f, mask)
+    c = cross_stats(f, y, mask, feature_shift=s.shift)
     np.testing.assert_allclose(np.asarray(s.shift), f[mask].astype(np.float64).mean(0), rtol=1e-5)
     np.testing.assert_allclose(np.asarray(c.shift), y[mask].astype(np.float64).mean(0), rtol=1e-5)
     np.testing.assert_allclose(np.asarray(s.total), 0.0, atol=1e-4)
@@ -313,23 +321,27 @@ def test_near_exact_fit_factor_route_keeps_digits(rng):
 # ------------------------------------------------------------------------- float64
 
 
-@pytest.mark.parametrize(("n", "d"), [(60, 8), (12, 30)])
-def test_float64(rng, n, d):
-    f, y = data(rng, n, d, dtype=np.float64)
-    mask = rng.random(n) < 0.8
+def test_float64(rng):
+    f, y = data(rng, *PRIMAL, dtype=np.float64)
+    mask = rng.random(PRIMAL[0]) < 0.8
+    fd, yd = data(rng, *DUAL, dtype=np.float64)
     with x64():
-        fj, yj = jnp.asarray(f), jnp.asarray(y)
+        fj, yj, l2 = jnp.asarray(f), jnp.asarray(y), jnp.asarray(L2S)
         want = ridge_ref_many(f, y, L2S)
-        got, _ = factor_route(fj, yj, jnp.asarray(L2S))
+        got, _ = factor_route(fj, yj, l2)
         assert got.dtype == jnp.float64
         close(got, want, np.float64)
-        close(stats_route(fj, yj, jnp.asarray(L2S)), want, np.float64, STATS_TOL)
+        close(stats_route(fj, yj, l2), want, np.float64, STATS_TOL)
         want = ridge_ref_many(f[mask], y[mask], L2S)
-        close(factor_route(fj, yj, jnp.asarray(L2S), jnp.asarray(mask))[0], want, np.float64)
+        close(factor_route(fj, yj, l2, jnp.asarray(mask))[0], want, np.float64)
         lam = jnp.asarray(1.0, jnp.float64)
         got, chol = factor_route(fj, yj, lam, factor_l2=lam)
         assert bool(chol)
         close(got, ridge_ref(f, y, 1.0), np.float64)
+        # dual form
+        got, _ = factor_route(jnp.asarray(fd), jnp.asarray(yd), l2)
+        assert got.dtype == jnp.float64
+        close(got, ridge_ref_many(fd, yd, L2S), np.float64)
 
 
 def test_float64_near_exact_fit(rng):
@@ -345,7 +357,7 @@ def test_float64_near_exact_fit(rng):
 
 
 def test_jit_equals_eager_and_no_recompile(rng):
-    n, d = 40, 6
+    n, d = PRIMAL
     traces = []
 
     @jax.jit
