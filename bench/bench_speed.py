@@ -24,17 +24,16 @@ from __future__ import annotations
 import argparse
 import json
 import platform
-import statistics
 import sys
 import time
 from pathlib import Path
 
 import jax
 import jax.numpy as jnp
+import jaxtransfer_kernels as jk
 import numpy as np
 
 import jaxtransfer as jt
-import jaxtransfer_kernels as jk
 
 
 def _timeit(fn, repeats: int, warmup: int = 1) -> dict:
@@ -102,8 +101,15 @@ def bench_nce(name, s, t, n, cz, cy, repeats, base_repeats, rng):
         return ref["v"]
 
     row = _case(
-        name, {"S": s, "T": t, "n": n, "Cz": cz, "Cy": cy}, fn, (zj, yj), baseline, repeats, base_repeats,
-        eager=lambda: fn(z, y), check=lambda out: np.abs(out - ref["v"]).max(),
+        name,
+        {"S": s, "T": t, "n": n, "Cz": cz, "Cy": cy},
+        fn,
+        (zj, yj),
+        baseline,
+        repeats,
+        base_repeats,
+        eager=lambda: fn(z, y),
+        check=lambda out: np.abs(out - ref["v"]).max(),
     )
     row["method"] = jk.choose_histogram_method(cz, cy)
     return row
@@ -144,8 +150,15 @@ def bench_linear_mse(name, s, t, n, d, l2s, repeats, base_repeats, rng):
         return np.max(np.abs(out - ref["v"]) / np.maximum(np.abs(ref["v"]), 1e-12))
 
     row = _case(
-        name, {"S": s, "T": t, "n": n, "d": d, "l2": list(l2s)}, fn, (fj, yj), baseline, repeats, base_repeats,
-        eager=lambda: fn(f, y), check=check,
+        name,
+        {"S": s, "T": t, "n": n, "d": d, "l2": list(l2s)},
+        fn,
+        (fj, yj),
+        baseline,
+        repeats,
+        base_repeats,
+        eager=lambda: fn(f, y),
+        check=check,
     )
     row["max_abs_diff_vs_baseline_is"] = "relative"
     return row
@@ -175,8 +188,15 @@ def bench_leep(name, s, t, n, cz, cy, repeats, base_repeats, rng):
         return out
 
     return _case(
-        name, {"S": s, "T": t, "n": n, "Cz": cz, "Cy": cy}, fn, (pj, yj), baseline, repeats, base_repeats,
-        eager=lambda: fn(probs, y), check=lambda out: np.abs(out - ref["v"]).max(),
+        name,
+        {"S": s, "T": t, "n": n, "Cz": cz, "Cy": cy},
+        fn,
+        (pj, yj),
+        baseline,
+        repeats,
+        base_repeats,
+        eager=lambda: fn(probs, y),
+        check=lambda out: np.abs(out - ref["v"]).max(),
     )
 
 
@@ -202,10 +222,19 @@ def run(tiny: bool, repeats: int) -> dict:
     r, br = (1, 1) if tiny else (repeats, 3)
     k = 16 if tiny else 1  # shrink factor for the smoke run
     results = [
-        bench_linear_mse("linear_mse_ridge", 8 // (k // 4 or 1), 32 // k, 4000 // k, 256 // k, [1.0], r, br, rng),
         bench_linear_mse(
-            "linear_mse_8_l2", 8 // (k // 4 or 1), 32 // k, 4000 // k, 256 // k,
-            [0.0, 1e-3, 1e-2, 0.1, 0.3, 1.0, 3.0, 10.0], r, 1, rng,
+            "linear_mse_ridge", 8 // (k // 4 or 1), 32 // k, 4000 // k, 256 // k, [1.0], r, br, rng
+        ),
+        bench_linear_mse(
+            "linear_mse_8_l2",
+            8 // (k // 4 or 1),
+            32 // k,
+            4000 // k,
+            256 // k,
+            [0.0, 1e-3, 1e-2, 0.1, 0.3, 1.0, 3.0, 10.0],
+            r,
+            1,
+            rng,
         ),
         bench_nce("nce_binary", 64 // k, 64 // k, 20000 // k, 2, 2, r, br, rng),
         bench_nce("nce_10class", 64 // k, 64 // k, 20000 // k, 10, 10, r, br, rng),

@@ -75,7 +75,7 @@ def _matrix_text(names: list[str], matrix: np.ndarray) -> str:
     width = max(6, max(len(n) for n in names))
     head = " " * (width + 1) + " ".join(f"{n[:6]:>6}" for n in names)
     rows = [head]
-    for name, row in zip(names, matrix):
+    for name, row in zip(names, matrix, strict=True):
         rows.append(f"{name:>{width}} " + " ".join(f"{v if abs(v) >= 5e-4 else 0.0:6.3f}" for v in row))
     return "\n".join(rows)
 
@@ -120,7 +120,9 @@ def run_demo(print_fn=print) -> dict:
         f"Attribute transfer on scikit-learn digits: {n_tasks} tasks on the same {n} images "
         "(Tran, Nguyen & Hassner, ICCV 2019 setting)."
     )
-    print_fn("\nNCE = -H(target | source) in nats, higher is more transferable (rows: source, columns: target)")
+    print_fn(
+        "\nNCE = -H(target | source) in nats, higher is more transferable (rows: source, columns: target)"
+    )
     print_fn(_matrix_text(tasks.names, matrix))
     order = np.argsort(-hard)
     print_fn("\nHardness H(Y) in nats, hardest first")

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import jax
 import numpy as np
-
 from jaxtransfer_kernels import (
     conditional_entropy_from_counts,
     entropy_from_counts,
@@ -30,11 +29,17 @@ def _check(name):
     def check(source, target, options, lead) -> Checked:
         opts = take_options(name, options, _DEFAULTS)
         z, cz = as_labels(
-            "source_labels", source, num_classes=opts["num_source_classes"], class_arg="num_source_classes",
+            "source_labels",
+            source,
+            num_classes=opts["num_source_classes"],
+            class_arg="num_source_classes",
             lead=lead,
         )
         y, cy = as_labels(
-            "target_labels", target, num_classes=opts["num_target_classes"], class_arg="num_target_classes",
+            "target_labels",
+            target,
+            num_classes=opts["num_target_classes"],
+            class_arg="num_target_classes",
             lead=lead,
         )
         check_same_samples("source_labels", z.shape[-1], "target_labels", y.shape[-1])
@@ -50,14 +55,21 @@ def _prepare(z, mask, **_):
 
 
 def _finish(z, y, mask, *, num_source_classes, num_target_classes, method, sign):
-    counts = joint_histogram(z, y, num_z=num_source_classes, num_y=num_target_classes, mask=mask, method=method)
+    counts = joint_histogram(
+        z, y, num_z=num_source_classes, num_y=num_target_classes, mask=mask, method=method
+    )
     return sign * conditional_entropy_from_counts(counts)
 
 
 def _matrix(zs, ys, source_mask, target_mask, *, num_source_classes, num_target_classes, method, sign):
     counts = joint_histograms(
-        zs, ys, num_z=num_source_classes, num_y=num_target_classes,
-        source_mask=source_mask, target_mask=target_mask, method=method,
+        zs,
+        ys,
+        num_z=num_source_classes,
+        num_y=num_target_classes,
+        source_mask=source_mask,
+        target_mask=target_mask,
+        method=method,
     )
     return sign * conditional_entropy_from_counts(counts)
 
@@ -76,15 +88,29 @@ def _info(name, sign, orientation):
         return _matrix(zs, ys, sm, tm, sign=sign, **kw)
 
     return EstimatorInfo(
-        name=name, task="classification", source="labels", target="labels", orientation=orientation,
-        reference=_REFERENCE, check=_check(name), prepare=_prepare, finish=finish, matrix=matrix,
+        name=name,
+        task="classification",
+        source="labels",
+        target="labels",
+        orientation=orientation,
+        reference=_REFERENCE,
+        check=_check(name),
+        prepare=_prepare,
+        finish=finish,
+        matrix=matrix,
         default_batch=_batch,
     )
 
 
 @register(_info("conditional_entropy", 1.0, "lower_is_better"))
 def conditional_entropy(
-    source_labels, target_labels, *, num_source_classes=None, num_target_classes=None, mask=None, method="auto"
+    source_labels,
+    target_labels,
+    *,
+    num_source_classes=None,
+    num_target_classes=None,
+    mask=None,
+    method="auto",
 ) -> jax.Array:
     """Empirical conditional entropy H(Y|Z) of target labels given source labels, in nats.
 
@@ -133,7 +159,13 @@ def conditional_entropy(
 
 @register(_info("nce", -1.0, "higher_is_better"))
 def nce(
-    source_labels, target_labels, *, num_source_classes=None, num_target_classes=None, mask=None, method="auto"
+    source_labels,
+    target_labels,
+    *,
+    num_source_classes=None,
+    num_target_classes=None,
+    mask=None,
+    method="auto",
 ) -> jax.Array:
     """Negative conditional entropy NCE = −H(Y|Z) (Tran et al., ICCV 2019); higher is better.
 
@@ -182,7 +214,11 @@ def hardness(target_labels, *, num_target_classes=None, mask=None) -> jax.Array:
     """
     lead = max(0, min(1, np.ndim(target_labels) - 1))
     y, cy = as_labels(
-        "target_labels", target_labels, num_classes=num_target_classes, class_arg="num_target_classes", lead=lead
+        "target_labels",
+        target_labels,
+        num_classes=num_target_classes,
+        class_arg="num_target_classes",
+        lead=lead,
     )
     m = as_mask("mask", mask, tuple(y.shape))
     return _hardness(y, m, num_classes=cy)
@@ -196,8 +232,14 @@ def _hardness_finish(state, y, mask, *, num_target_classes, **_):
 # "target only" baseline: every source scored by its target's H(Y).
 register(
     EstimatorInfo(
-        name="hardness", task="classification", source="none", target="labels",
-        orientation="higher_is_harder", reference=_REFERENCE, check=_check("hardness"),
-        prepare=_prepare, finish=_hardness_finish,
+        name="hardness",
+        task="classification",
+        source="none",
+        target="labels",
+        orientation="higher_is_harder",
+        reference=_REFERENCE,
+        check=_check("hardness"),
+        prepare=_prepare,
+        finish=_hardness_finish,
     )
 )(hardness)

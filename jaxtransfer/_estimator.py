@@ -109,9 +109,7 @@ def get_estimator(estimator: str | Callable) -> Callable:
             ) from None
     if callable(estimator) and isinstance(getattr(estimator, "info", None), EstimatorInfo):
         return estimator
-    raise TypeError(
-        f"estimator must be a jaxtransfer estimator or its name, got {type(estimator).__name__}"
-    )
+    raise TypeError(f"estimator must be a jaxtransfer estimator or its name, got {type(estimator).__name__}")
 
 
 @partial(jax.jit, static_argnames=("info", "static"))
@@ -125,5 +123,10 @@ def run_pair(info: EstimatorInfo, source, target, mask, options: dict) -> jax.Ar
     checked = info.check(source, target, options, 0)
     m = as_mask("mask", mask, (checked.n,))
     return _pair(
-        checked.source, checked.target, m, checked.dynamic, info=info, static=tuple(sorted(checked.static.items()))
+        checked.source,
+        checked.target,
+        m,
+        checked.dynamic,
+        info=info,
+        static=tuple(sorted(checked.static.items())),
     )

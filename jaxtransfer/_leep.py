@@ -5,7 +5,6 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 import numpy as np
-
 from jaxtransfer_kernels import soft_joint_histogram
 
 from ._estimator import Checked, EstimatorInfo, register, run_pair
@@ -28,10 +27,8 @@ def _check_probabilities(probs: np.ndarray) -> None:
     hint = "; if these are logits, pass logits=True"
     low = probs.min()
     if low < -tol:
-        where = np.unravel_index(np.argmin(probs), probs.shape)
-        raise ValueError(
-            f"source_probs must hold probabilities, but entry {tuple(int(i) for i in where)} is {low:.4g}{hint}"
-        )
+        where = tuple(int(i) for i in np.unravel_index(np.argmin(probs), probs.shape))
+        raise ValueError(f"source_probs must hold probabilities, but entry {where} is {low:.4g}{hint}")
     sums = probs.sum(axis=-1, dtype=np.float64)
     dev = np.abs(sums - 1)
     if dev.max() > tol:
@@ -48,7 +45,10 @@ def _check(source, target, options, lead) -> Checked:
         raise TypeError(f"logits must be True or False, got {opts['logits']!r}")
     theta = as_features("source_probs", source, lead=lead, what="Cz")
     y, cy = as_labels(
-        "target_labels", target, num_classes=opts["num_target_classes"], class_arg="num_target_classes",
+        "target_labels",
+        target,
+        num_classes=opts["num_target_classes"],
+        class_arg="num_target_classes",
         lead=lead,
     )
     check_same_samples("source_probs", theta.shape[-2], "target_labels", y.shape[-1])
@@ -78,8 +78,15 @@ def _finish(theta, y, mask, *, num_target_classes, **_):
 
 @register(
     EstimatorInfo(
-        name="leep", task="classification", source="probabilities", target="labels",
-        orientation="higher_is_better", reference=_REFERENCE, check=_check, prepare=_prepare, finish=_finish,
+        name="leep",
+        task="classification",
+        source="probabilities",
+        target="labels",
+        orientation="higher_is_better",
+        reference=_REFERENCE,
+        check=_check,
+        prepare=_prepare,
+        finish=_finish,
     )
 )
 def leep(source_probs, target_labels, *, logits=False, num_target_classes=None, mask=None) -> jax.Array:

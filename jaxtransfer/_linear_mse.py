@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
-
 from jaxtransfer_kernels import ridge_factor, ridge_objective
 
 from ._estimator import Checked, EstimatorInfo, register, run_pair
@@ -42,9 +41,16 @@ def _finish(factor, targets, mask, *, l2):
 
 def _info(name, source, source_name, source_vector):
     return EstimatorInfo(
-        name=name, task="regression", source=source, target="values", orientation="higher_is_better",
-        reference=_REFERENCE, check=_checker(name, source_name, source_vector), prepare=_prepare,
-        finish=_finish, default_batch=lambda s, t, static: 1,
+        name=name,
+        task="regression",
+        source=source,
+        target="values",
+        orientation="higher_is_better",
+        reference=_REFERENCE,
+        check=_checker(name, source_name, source_vector),
+        prepare=_prepare,
+        finish=_finish,
+        default_batch=lambda s, t, static: 1,
     )
 
 

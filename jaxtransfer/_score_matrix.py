@@ -132,6 +132,12 @@ def score_matrix(
             raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
         batch = batch_size
     return _matrix(
-        src, tgt, smask, tmask, checked.dynamic,
-        info=info, static=tuple(sorted(checked.static.items())), batch=min(batch, s),
+        src,
+        tgt,
+        smask,
+        tmask,
+        checked.dynamic,
+        info=info,
+        static=tuple(sorted(checked.static.items())),
+        batch=min(batch, s),
     )

@@ -73,12 +73,14 @@ def as_labels(
     if not (jnp.issubdtype(arr.dtype, jnp.integer) or arr.dtype == bool):
         raise TypeError(
             f"{name} must hold integer class labels, got dtype {arr.dtype}"
-            + (" (pass probabilities or logits to an estimator that takes them)" if arr.ndim > lead + 1 else "")
+            + (
+                " (pass probabilities or logits to an estimator that takes them)"
+                if arr.ndim > lead + 1
+                else ""
+            )
         )
     if arr.ndim != lead + 1:
-        raise ValueError(
-            f"{name} must have shape {_shape_text(lead, 'n')}, got shape {tuple(arr.shape)}"
-        )
+        raise ValueError(f"{name} must have shape {_shape_text(lead, 'n')}, got shape {tuple(arr.shape)}")
     if arr.shape[-1] < 2:
         raise ValueError(f"{name} needs at least 2 samples, got {arr.shape[-1]}")
     num_classes = num_classes_arg(class_arg, num_classes)
@@ -105,7 +107,9 @@ def as_labels(
     return arr.astype(jnp.int32), num_classes
 
 
-def as_features(name: str, x: Any, *, lead: int = 0, allow_vector: bool = False, what: str = "d") -> jax.Array:
+def as_features(
+    name: str, x: Any, *, lead: int = 0, allow_vector: bool = False, what: str = "d"
+) -> jax.Array:
     """Real-valued samples of shape [*lead, n, d] (or [*lead, n] when ``allow_vector``).
 
     Integer and boolean inputs are promoted to the default float dtype. A
@@ -154,7 +158,9 @@ def as_mask(name: str, x: Any, shape: tuple[int, ...]) -> jax.Array | None:
             raise ValueError(f"{name} must hold only 0/1 or True/False values")
         kept = host.astype(bool).sum(axis=-1)
         if np.min(kept) < 2:
-            raise ValueError(f"{name} keeps {int(np.min(kept))} sample(s) of some pair; at least 2 are needed")
+            raise ValueError(
+                f"{name} keeps {int(np.min(kept))} sample(s) of some pair; at least 2 are needed"
+            )
         return jnp.asarray(host.astype(bool))
     return arr.astype(bool)
 

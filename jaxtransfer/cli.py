@@ -57,11 +57,15 @@ def load_array(spec: str, what: str) -> np.ndarray:
             elif len(keys) == 1:
                 key = keys[0]
             else:
-                raise CLIError(f"{what}: {path} holds {len(keys)} arrays ({', '.join(keys)}); choose one with {path}:KEY")
+                raise CLIError(
+                    f"{what}: {path} holds {len(keys)} arrays ({', '.join(keys)}); choose one with {path}:KEY"
+                )
             try:
                 return loaded[key]
             except ValueError as err:
-                raise CLIError(f"{what}: {path}:{key} holds Python objects, which are not loaded ({err})") from None
+                raise CLIError(
+                    f"{what}: {path}:{key} holds Python objects, which are not loaded ({err})"
+                ) from None
     if key:
         raise CLIError(f"{what}: {path} is a .npy file; ':{key}' applies only to .npz files")
     return loaded
@@ -106,7 +110,9 @@ def _score(args) -> int:
         raise CLIError(str(err)) from None
     info = fn.info
     if info.source == "none":
-        raise CLIError(f"{info.name} takes no source; use it from Python: jaxtransfer.{info.name}(target_labels)")
+        raise CLIError(
+            f"{info.name} takes no source; use it from Python: jaxtransfer.{info.name}(target_labels)"
+        )
     sources = _stack("--source", load_array(args.source, "--source"), info.source, args.stacked)
     targets = _stack("--target", load_array(args.target, "--target"), info.target, args.stacked)
     options = {}
@@ -173,15 +179,20 @@ def _parser() -> argparse.ArgumentParser:
 
     score = sub.add_parser("score", help="score sources against targets from .npy/.npz files")
     score.add_argument("--estimator", required=True, help="estimator name (see `jaxtransfer list`)")
-    score.add_argument("--source", required=True, help="FILE.npy, FILE.npz or FILE.npz:KEY; [n, ...] or [S, n, ...]")
-    score.add_argument("--target", required=True, help="FILE.npy, FILE.npz or FILE.npz:KEY; [n, ...] or [T, n, ...]")
+    score.add_argument(
+        "--source", required=True, help="FILE.npy, FILE.npz or FILE.npz:KEY; [n, ...] or [S, n, ...]"
+    )
+    score.add_argument(
+        "--target", required=True, help="FILE.npy, FILE.npz or FILE.npz:KEY; [n, ...] or [T, n, ...]"
+    )
     score.add_argument("--mask", help="optional bool [n] sample mask file")
     score.add_argument("--l2", type=float, nargs="+", help="ridge penalty value(s) for linear_mse/label_mse")
     score.add_argument("--logits", action="store_true", help="leep: the source file holds logits")
     score.add_argument("--num-source-classes", type=int)
     score.add_argument("--num-target-classes", type=int)
     score.add_argument(
-        "--stacked", action="store_true",
+        "--stacked",
+        action="store_true",
         help="2-D predictions/values are stacked [S, n] / [T, n], not one [n, k] set",
     )
     score.add_argument("--format", choices=("json", "csv"), default="json")

@@ -12,7 +12,9 @@ def test_speed_benchmark_smoke(tmp_path):
     out = tmp_path / "speed.json"
     subprocess.run(
         [sys.executable, str(ROOT / "bench" / "bench_speed.py"), "--tiny", "--out", str(out)],
-        check=True, capture_output=True, timeout=300,
+        check=True,
+        capture_output=True,
+        timeout=300,
     )
     report = json.loads(out.read_text())
     cases = {row["case"]: row for row in report["results"]}

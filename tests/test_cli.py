@@ -28,8 +28,16 @@ def label_files(tmp_path, rng):
 
 def test_score_nce_json_matches_library(capsys, label_files):
     path, z, y = label_files
-    code, out, err = run(capsys, "score", "--estimator", "nce", "--source", str(path / "z.npy"),
-                         "--target", str(path / "y.npz"))
+    code, out, err = run(
+        capsys,
+        "score",
+        "--estimator",
+        "nce",
+        "--source",
+        str(path / "z.npy"),
+        "--target",
+        str(path / "y.npz"),
+    )
     assert code == 0, err
     result = json.loads(out)
     assert result["shape"] == [2, 3] and result["orientation"] == "higher_is_better"
@@ -41,8 +49,18 @@ def test_single_pair_gives_one_by_one(capsys, label_files):
     path, z, y = label_files
     np.save(path / "z0.npy", z[0])
     np.save(path / "y0.npy", y[0])
-    code, out, _ = run(capsys, "score", "--estimator", "conditional_entropy", "--source", str(path / "z0.npy"),
-                       "--target", str(path / "y0.npy"), "--format", "csv")
+    code, out, _ = run(
+        capsys,
+        "score",
+        "--estimator",
+        "conditional_entropy",
+        "--source",
+        str(path / "z0.npy"),
+        "--target",
+        str(path / "y0.npy"),
+        "--format",
+        "csv",
+    )
     assert code == 0
     lines = out.strip().splitlines()
     assert lines[0] == "source,target,score"
@@ -53,8 +71,21 @@ def test_linear_mse_several_l2_csv(capsys, tmp_path, rng):
     f = rng.standard_normal((40, 5))
     y = rng.standard_normal(40)
     np.savez(tmp_path / "in.npz", f=f, y=y)
-    code, out, err = run(capsys, "score", "--estimator", "linear_mse", "--source", f"{tmp_path}/in.npz:f",
-                         "--target", f"{tmp_path}/in.npz:y", "--l2", "0", "1", "--format", "csv")
+    code, out, err = run(
+        capsys,
+        "score",
+        "--estimator",
+        "linear_mse",
+        "--source",
+        f"{tmp_path}/in.npz:f",
+        "--target",
+        f"{tmp_path}/in.npz:y",
+        "--l2",
+        "0",
+        "1",
+        "--format",
+        "csv",
+    )
     assert code == 0, err
     rows = [line.split(",") for line in out.strip().splitlines()[1:]]
     assert [float(r[2]) for r in rows] == [0.0, 1.0]
@@ -65,8 +96,18 @@ def test_linear_mse_several_l2_csv(capsys, tmp_path, rng):
 def test_output_file(capsys, label_files):
     path, _, _ = label_files
     out_file = path / "scores.json"
-    code, out, _ = run(capsys, "score", "--estimator", "nce", "--source", str(path / "z.npy"),
-                       "--target", str(path / "y.npz"), "-o", str(out_file))
+    code, out, _ = run(
+        capsys,
+        "score",
+        "--estimator",
+        "nce",
+        "--source",
+        str(path / "z.npy"),
+        "--target",
+        str(path / "y.npz"),
+        "-o",
+        str(out_file),
+    )
     assert code == 0 and out == ""
     assert json.loads(out_file.read_text())["shape"] == [2, 3]
 
@@ -74,7 +115,10 @@ def test_output_file(capsys, label_files):
 @pytest.mark.parametrize(
     ("argv", "words"),
     [
-        (["--estimator", "nope", "--source", "{p}/z.npy", "--target", "{p}/y.npz"], "unknown estimator 'nope'"),
+        (
+            ["--estimator", "nope", "--source", "{p}/z.npy", "--target", "{p}/y.npz"],
+            "unknown estimator 'nope'",
+        ),
         (["--estimator", "nce", "--source", "{p}/missing.npy", "--target", "{p}/y.npz"], "no such file"),
         (["--estimator", "nce", "--source", "{p}/garbage.npy", "--target", "{p}/y.npz"], "not a readable"),
         (["--estimator", "nce", "--source", "{p}/obj.npy", "--target", "{p}/y.npz"], "Python objects"),
@@ -82,8 +126,14 @@ def test_output_file(capsys, label_files):
         (["--estimator", "nce", "--source", "{p}/z.npy", "--target", "{p}/y.npz:nokey"], "no array 'nokey'"),
         (["--estimator", "nce", "--source", "{p}/two.npz", "--target", "{p}/y.npz"], "choose one"),
         (["--estimator", "nce", "--source", "{p}/cube.npy", "--target", "{p}/y.npz"], "expected labels"),
-        (["--estimator", "nce", "--source", "{p}/z.npy", "--target", "{p}/y.npz", "--l2", "1"], "--l2 applies"),
-        (["--estimator", "leep", "--source", "{p}/z.npy", "--target", "{p}/y.npz"], "source_probs has 2 samples"),
+        (
+            ["--estimator", "nce", "--source", "{p}/z.npy", "--target", "{p}/y.npz", "--l2", "1"],
+            "--l2 applies",
+        ),
+        (
+            ["--estimator", "leep", "--source", "{p}/z.npy", "--target", "{p}/y.npz"],
+            "source_probs has 2 samples",
+        ),
     ],
 )
 def test_bad_input_one_line_exit_2(capsys, label_files, argv, words):
@@ -108,5 +158,7 @@ def test_list_names_every_estimator(capsys):
 
 
 def test_console_script_runs_as_module():
-    proc = subprocess.run([sys.executable, "-m", "jaxtransfer", "list"], capture_output=True, text=True, check=True)
+    proc = subprocess.run(
+        [sys.executable, "-m", "jaxtransfer", "list"], capture_output=True, text=True, check=True
+    )
     assert "linear_mse" in proc.stdout

@@ -14,11 +14,11 @@ def test_tasks_are_attributes_of_the_digits():
     tasks = digits_attribute_tasks()
     digit = load_digits().target
     assert len(tasks.names) >= 12 and tasks.labels.shape == (len(tasks.names), digit.size)
-    by_name = dict(zip(tasks.names, tasks.labels))
+    by_name = dict(zip(tasks.names, tasks.labels, strict=True))
     np.testing.assert_array_equal(by_name["odd"], digit % 2)
     np.testing.assert_array_equal(by_name["is_7"], digit == 7)
     np.testing.assert_array_equal(by_name["digit"], digit)
-    for labels, classes in zip(tasks.labels, tasks.num_classes):
+    for labels, classes in zip(tasks.labels, tasks.num_classes, strict=True):
         assert labels.max() < classes
 
 

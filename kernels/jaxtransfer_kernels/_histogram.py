@@ -134,14 +134,16 @@ def _onehot_pairs(zs, ys, wz, wy, num_z, num_y, source_mask, target_mask):
 
 def _scatter_pairs(zs, ys, wz, wy, num_z, num_y):
     """All-pairs counts [S, T, Cz, Cy] by one flat scatter-add."""
-    s, n = zs.shape
+    s = zs.shape[0]
     t = ys.shape[0]
     cells = num_z * num_y
     offsets = (jnp.arange(s * t, dtype=jnp.int32) * cells).reshape(s, t, 1)
     keys = zs[:, None, :].astype(jnp.int32) * num_y + ys[None, :, :].astype(jnp.int32) + offsets
     w = wz[:, None, :].astype(jnp.int32) * wy[None, :, :].astype(jnp.int32)
-    flat = jnp.zeros((s * t * cells,), jnp.int32).at[keys.reshape(-1)].add(
-        w.reshape(-1), indices_are_sorted=False, unique_indices=False, mode="promise_in_bounds"
+    flat = (
+        jnp.zeros((s * t * cells,), jnp.int32)
+        .at[keys.reshape(-1)]
+        .add(w.reshape(-1), indices_are_sorted=False, unique_indices=False, mode="promise_in_bounds")
     )
     return flat.reshape(s, t, num_z, num_y)
 

@@ -4,12 +4,11 @@ import contextlib
 
 import jax
 import jax.numpy as jnp
+import jaxtransfer_kernels as K
 import numpy as np
 import pytest
 import scipy.stats
 from jax.test_util import check_grads
-
-import jaxtransfer_kernels as K
 
 # float32 results against float64 references; float64 (under x64) tightly.
 TOL = {np.float32: {"rtol": 2e-6, "atol": 1e-6}, np.float64: {"rtol": 1e-9, "atol": 1e-12}}
@@ -145,7 +144,14 @@ def test_conditional_entropy_hand_worked():
 
 @pytest.mark.parametrize(
     ("shape", "kind"),
-    [((1, 1), "int"), ((1, 5), "int"), ((4, 1), "float"), ((2, 2), "int"), ((10, 10), "float"), ((30, 20), "int")],
+    [
+        ((1, 1), "int"),
+        ((1, 5), "int"),
+        ((4, 1), "float"),
+        ((2, 2), "int"),
+        ((10, 10), "float"),
+        ((30, 20), "int"),
+    ],
 )
 def test_conditional_entropy_vs_reference(rng, shape, kind):
     joint = random_counts(rng, shape)

@@ -2,10 +2,9 @@
 
 import jax
 import jax.numpy as jnp
+import jaxtransfer_kernels as K
 import numpy as np
 import pytest
-
-import jaxtransfer_kernels as K
 
 # soft histogram: float32 sums of n probabilities against float64
 SOFT_TOL = {np.float32: {"rtol": 1e-5, "atol": 1e-5}}
@@ -89,7 +88,9 @@ def test_joint_histogram_all_masked_and_empty_sample(rng, method):
     assert_counts(got, np.zeros((4, 3), np.int64))
 
 
-@pytest.mark.parametrize(("dtype", "method"), [(np.int8, "onehot"), (np.uint8, "onehot"), (np.uint8, "scatter")])
+@pytest.mark.parametrize(
+    ("dtype", "method"), [(np.int8, "onehot"), (np.uint8, "onehot"), (np.uint8, "scatter")]
+)
 def test_joint_histogram_label_dtypes(rng, dtype, method):
     n = 100
     z = labels(rng, 6, n)
@@ -129,9 +130,7 @@ def test_joint_histograms_batched_equals_looped(rng, num_z, num_y, method, mask_
         sm, tm = rng.random((s, n)) < 0.8, rng.random((t, n)) < 0.7
         sw, tw = sm, tm
     got = np.asarray(
-        K.joint_histograms(
-            zs, ys, num_z=num_z, num_y=num_y, source_mask=sm, target_mask=tm, method=method
-        )
+        K.joint_histograms(zs, ys, num_z=num_z, num_y=num_y, source_mask=sm, target_mask=tm, method=method)
     )
     assert got.shape == (s, t, num_z, num_y) and got.dtype == np.int32
     for i in range(s):
