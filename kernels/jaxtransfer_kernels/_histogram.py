@@ -54,15 +54,16 @@ def _weights(n: int, mask: jax.Array | None) -> jax.Array:
 
 def _indicators(labels: jax.Array, num_classes: int, dtype) -> jax.Array:
     """[..., n] labels -> [..., num_classes - 1, n] indicators of the first classes."""
-    classes = jnp.arange(num_classes - 1, dtype=labels.dtype)
+    classes = jnp.arange(num_classes - 1, dtype=jnp.int32)
     classes = classes.reshape((1,) * (labels.ndim - 1) + (num_classes - 1, 1))
-    return (labels[..., None, :] == classes).astype(dtype)
+    return (labels.astype(jnp.int32)[..., None, :] == classes).astype(dtype)
 
 
 def _onehot(labels: jax.Array, num_classes: int) -> jax.Array:
     """[..., n] labels -> [..., n, num_classes] booleans."""
-    classes = jnp.arange(num_classes, dtype=labels.dtype).reshape((1,) * labels.ndim + (num_classes,))
-    return labels[..., None] == classes
+    # int32 on both sides: small label dtypes (uint8) would wrap the class list
+    classes = jnp.arange(num_classes, dtype=jnp.int32).reshape((1,) * labels.ndim + (num_classes,))
+    return labels.astype(jnp.int32)[..., None] == classes
 
 
 @partial(jax.jit, static_argnames=("num_classes",))

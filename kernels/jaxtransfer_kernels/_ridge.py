@@ -244,7 +244,7 @@ def ridge_objective(factor: RidgeFactor, targets, l2, mask=None) -> jax.Array:
         built with ``l2``, pass that same scalar here.
       targets: float [n, k].
       l2: λ ≥ 0, a scalar or an array of values (arrays need a factor built
-        with ``l2=None``).
+        with ``l2=None``; with a Cholesky factor they give NaN).
       mask: the mask the factor was built with.
 
     Returns:
@@ -279,4 +279,6 @@ def ridge_objective(factor: RidgeFactor, targets, l2, mask=None) -> jax.Array:
     l2 = jnp.asarray(l2, fc.dtype)
     if l2.ndim == 0:
         return lax.cond(factor.cholesky, by_chol, by_eig, l2)
-    return jax.vmap(by_eig)(l2.reshape(-1)).reshape(*l2.shape, -1)
+    out = jax.vmap(by_eig)(l2.reshape(-1)).reshape(*l2.shape, -1)
+    # a Cholesky factor serves one λ only: several λ get NaN, not wrong numbers
+    return jnp.where(factor.cholesky, jnp.nan, out)

@@ -313,3 +313,17 @@ def test_soft_joint_histogram_one_hot_probs_equal_hard_counts(rng):
     probs = np.eye(6, dtype=np.float32)[z]
     got = np.asarray(K.soft_joint_histogram(probs, y, num_y=4, mask=mask))
     np.testing.assert_array_equal(got, joint_ref(z, y, 6, 4, mask).astype(np.float32))
+
+
+def test_small_label_dtypes_with_many_classes():
+    # uint8 labels must not wrap the class list when there are more than 256 classes
+    z = np.array([0, 1, 1], np.uint8)
+    y = np.array([0, 1, 0])
+    counts = np.asarray(K.label_counts(z, num_classes=257))
+    expected = np.zeros(257, int)
+    expected[[0, 1]] = [1, 2]
+    np.testing.assert_array_equal(counts, expected)
+    joint = np.asarray(K.joint_histogram(z, y, num_z=300, num_y=2, method="onehot"))
+    ref = np.zeros((300, 2), int)
+    np.add.at(ref, (z.astype(int), y), 1)
+    np.testing.assert_array_equal(joint, ref)

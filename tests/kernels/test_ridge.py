@@ -374,3 +374,14 @@ def test_jit_equals_eager_and_no_recompile(rng):
         np.testing.assert_allclose(np.asarray(js), np.asarray(es), rtol=1e-5, atol=1e-6)
         close(jf, ridge_ref(f[mask], y[mask], float(lam)))
     assert len(traces) == 1
+
+
+def test_cholesky_factor_with_several_penalties_gives_nan():
+    rng = np.random.default_rng(3)
+    f = rng.standard_normal((30, 4)).astype(np.float32)
+    y = rng.standard_normal((30, 1)).astype(np.float32)
+    factor = K.ridge_factor(f, l2=1.0)
+    assert bool(factor.cholesky)
+    assert np.isnan(np.asarray(K.ridge_objective(factor, y, jnp.array([0.5, 1.0])))).all()
+    eig = K.ridge_factor(f)
+    assert np.isfinite(np.asarray(K.ridge_objective(eig, y, jnp.array([0.5, 1.0])))).all()
