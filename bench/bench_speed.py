@@ -217,15 +217,15 @@ def bench_histogram_methods(name, s, t, n, cz, cy, repeats, rng):
     }
 
 
-def run(tiny: bool, repeats: int) -> dict:
+def run(tiny: bool, repeats: int, only: list[str] | None = None) -> dict:
     rng = np.random.default_rng(0)
     r, br = (1, 1) if tiny else (repeats, 3)
     k = 16 if tiny else 1  # shrink factor for the smoke run
-    results = [
-        bench_linear_mse(
+    cases = [
+        lambda: bench_linear_mse(
             "linear_mse_ridge", 8 // (k // 4 or 1), 32 // k, 4000 // k, 256 // k, [1.0], r, br, rng
         ),
-        bench_linear_mse(
+        lambda: bench_linear_mse(
             "linear_mse_8_l2",
             8 // (k // 4 or 1),
             32 // k,
@@ -236,12 +236,24 @@ def run(tiny: bool, repeats: int) -> dict:
             1,
             rng,
         ),
-        bench_nce("nce_binary", 64 // k, 64 // k, 20000 // k, 2, 2, r, br, rng),
-        bench_nce("nce_10class", 64 // k, 64 // k, 20000 // k, 10, 10, r, br, rng),
-        bench_nce("nce_1000x100", 16 // (k // 4 or 1), 4, 50000 // k, 1000 // k, 100 // k, r, br, rng),
-        bench_leep("leep", 8 // (k // 4 or 1), 16 // k, 5000 // k, 100 // k, 10, r, br, rng),
-        bench_histogram_methods("histogram_methods", 64 // k, 64 // k, 20000 // k, 10, 10, r, rng),
+        lambda: bench_nce("nce_binary", 64 // k, 64 // k, 20000 // k, 2, 2, r, br, rng),
+        lambda: bench_nce("nce_10class", 64 // k, 64 // k, 20000 // k, 10, 10, r, br, rng),
+        lambda: bench_nce(
+            "nce_1000x100", 16 // (k // 4 or 1), 4, 50000 // k, 1000 // k, 100 // k, r, br, rng
+        ),
+        lambda: bench_leep("leep", 8 // (k // 4 or 1), 16 // k, 5000 // k, 100 // k, 10, r, br, rng),
+        lambda: bench_histogram_methods("histogram_methods", 64 // k, 64 // k, 20000 // k, 10, 10, r, rng),
     ]
+    names = [
+        "linear_mse_ridge",
+        "linear_mse_8_l2",
+        "nce_binary",
+        "nce_10class",
+        "nce_1000x100",
+        "leep",
+        "histogram_methods",
+    ]
+    results = [case() for name, case in zip(names, cases, strict=True) if not only or name in only]
     return {
         "device": str(jax.devices()[0]),
         "platform": jax.default_backend(),
@@ -278,8 +290,9 @@ def main(argv=None) -> int:
     parser.add_argument("--tiny", action="store_true", help="tiny sizes, one repeat (smoke run)")
     parser.add_argument("--repeats", type=int, default=7)
     parser.add_argument("--out", help="write the JSON report here")
+    parser.add_argument("--only", nargs="+", help="run only these cases")
     args = parser.parse_args(argv)
-    report = run(args.tiny, args.repeats)
+    report = run(args.tiny, args.repeats, args.only)
     if args.out:
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
         Path(args.out).write_text(json.dumps(report, indent=2))

@@ -1,21 +1,9 @@
 """Test-wide JAX settings: silent rank promotion is an error here."""
 
-import contextlib
-
 import jax
 import pytest
 
 jax.config.update("jax_numpy_rank_promotion", "raise")
-
-
-@contextlib.contextmanager
-def x64():
-    """Run a block with float64 enabled (jax.enable_x64, or the older experimental one)."""
-    ctx = getattr(jax, "enable_x64", None)
-    if ctx is None:  # jax < 0.7
-        from jax.experimental import enable_x64 as ctx
-    with ctx(True):
-        yield
 
 
 @pytest.fixture

@@ -4,12 +4,11 @@ Most cases share one shape (N samples, CZ × CY classes, passed explicitly) so
 that the suite compiles each pair function only a few times.
 """
 
-import contextlib
-
 import jax
 import numpy as np
 import pytest
 import scipy.stats
+from x64util import x64
 
 import jaxtransfer as jt
 
@@ -17,16 +16,6 @@ import jaxtransfer as jt
 TOL = {np.float32: {"rtol": 2e-5, "atol": 2e-6}, np.float64: {"rtol": 1e-12, "atol": 1e-13}}
 N, CZ, CY = 40, 4, 5
 METHODS = ["onehot", "scatter"]
-
-
-@contextlib.contextmanager
-def x64():
-    """float64 for a block (jax.enable_x64, or the experimental one on older jax)."""
-    ctx = getattr(jax, "enable_x64", None)
-    if ctx is None:  # jax < 0.7
-        from jax.experimental import enable_x64 as ctx
-    with ctx(True):
-        yield
 
 
 def close(got, want, dtype=np.float32):

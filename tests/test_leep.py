@@ -1,28 +1,17 @@
 """LEEP against a direct float64 NumPy implementation of its formula."""
 
-import contextlib
-
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 import scipy.special
 from jax.test_util import check_grads
+from x64util import x64
 
 import jaxtransfer as jt
 
 TOL = {np.float32: {"rtol": 1e-5, "atol": 1e-6}, np.float64: {"rtol": 1e-11, "atol": 1e-12}}
 N, CZ, CY = 40, 6, 4
-
-
-@contextlib.contextmanager
-def x64():
-    """float64 for a block (jax.enable_x64, or the experimental one on older jax)."""
-    ctx = getattr(jax, "enable_x64", None)
-    if ctx is None:  # jax < 0.7
-        from jax.experimental import enable_x64 as ctx
-    with ctx(True):
-        yield
 
 
 def close(got, want, dtype=np.float32):

@@ -1,28 +1,17 @@
 """Linear MSE and Label MSE against scikit-learn Ridge and NumPy least squares (float64)."""
 
-import contextlib
-
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 from jax.test_util import check_grads
 from sklearn.linear_model import Ridge
+from x64util import x64
 
 import jaxtransfer as jt
 
 # relative to the reference's magnitude; float32 inputs are rounded before the reference sees them
 TOL = {np.float32: {"rtol": 1e-4, "atol": 1e-5}, np.float64: {"rtol": 1e-9, "atol": 1e-11}}
-
-
-@contextlib.contextmanager
-def x64():
-    """float64 for a block (jax.enable_x64, or the experimental one on older jax)."""
-    ctx = getattr(jax, "enable_x64", None)
-    if ctx is None:  # jax < 0.7
-        from jax.experimental import enable_x64 as ctx
-    with ctx(True):
-        yield
 
 
 def close(got, want, dtype=np.float32):

@@ -84,53 +84,51 @@ def label_counts(labels: jax.Array, *, num_classes: int, mask: jax.Array | None 
     return jnp.sum(_onehot(labels, num_classes).astype(jnp.int32) * w[..., None], axis=-2)
 
 
-def _assemble(inner, counts_z, counts_y, total):
-    """Full [.., Cz, Cy] table from the [.., Cz-1, Cy-1] block and the marginals."""
-    row_last = counts_z[..., :-1] - jnp.sum(inner, axis=-1)  # [.., Cz-1]
-    col_last = counts_y[..., :-1] - jnp.sum(inner, axis=-2)  # [.., Cy-1]
+def _assemble(inner, rows, cols, total):
+    """Full [.., Cz, Cy] table from the [.., Cz-1, Cy-1] block and partial marginals.
+
+    ``rows`` [.., Cz-1] counts z = c and ``cols`` [.., Cy-1] counts y = d over the
+    kept samples, ``total`` [..] counts them; the last row and column follow.
+    """
+    row_last = rows - jnp.sum(inner, axis=-1)  # z = c < Cz-1, y = Cy-1
+    col_last = cols - jnp.sum(inner, axis=-2)  # z = Cz-1, y = d < Cy-1
     corner = total - jnp.sum(inner, axis=(-2, -1)) - jnp.sum(row_last, -1) - jnp.sum(col_last, -1)
     top = jnp.concatenate([inner, row_last[..., :, None]], axis=-1)
     bottom = jnp.concatenate([col_last, corner[..., None]], axis=-1)
     return jnp.concatenate([top, bottom[..., None, :]], axis=-2)
 
 
-def _weighted_counts(onehot, w):
-    """[B, n, C] int8 one-hots, [B, n] int8 weights -> [B, C] int32 counts."""
-    return jnp.einsum("bnc,bn->bc", onehot, w, preferred_element_type=jnp.int32)
-
-
 def _onehot_pairs(zs, ys, wz, wy, num_z, num_y, source_mask, target_mask):
     """All-pairs counts [S, T, Cz, Cy] by one int8 matrix product.
 
-    ``wz`` [S, n] weighs the source side, ``wy`` [T, n] the target side; a sample
-    counts for a pair when both weights are one.
+    The left matrix stacks the indicators of source classes 0..Cz-2 (weighted by
+    the source mask) over the source weights; the right one likewise for the
+    targets. Their product holds the joint counts of the first Cz-1 × Cy-1
+    classes, both partial marginals and the kept-sample counts, from which
+    :func:`_assemble` recovers the last row and column. A side without a mask
+    contributes one row of ones instead of one weight row per labeling.
     """
     s, n = zs.shape
     t = ys.shape[0]
     wz, wy = wz.astype(jnp.int8), wy.astype(jnp.int8)
-    zi = _indicators(zs, num_z, jnp.int8) * wz[:, None, :]  # [S, Cz-1, n]
-    yi = _indicators(ys, num_y, jnp.int8) * wy[:, None, :]  # [T, Cy-1, n]
-    inner = lax.dot_general(
-        zi.reshape(s * (num_z - 1), n),
-        yi.reshape(t * (num_y - 1), n),
-        (((1,), (1,)), ((), ())),
-        preferred_element_type=jnp.int32,
-    ).reshape(s, num_z - 1, t, num_y - 1)
-    inner = inner.transpose(0, 2, 1, 3)
-    # Marginals over the samples both sides keep. A side without a mask keeps
-    # everything, so the other side's marginal is a plain per-labeling count.
-    full_z = _onehot(zs, num_z).astype(jnp.int8)  # [S, n, Cz]
-    full_y = _onehot(ys, num_y).astype(jnp.int8)  # [T, n, Cy]
-    if target_mask is None:
-        counts_z = jnp.broadcast_to(_weighted_counts(full_z, wz)[:, None, :], (s, t, num_z))
-    else:
-        counts_z = jnp.einsum("snc,tn->stc", full_z * wz[..., None], wy, preferred_element_type=jnp.int32)
-    if source_mask is None:
-        counts_y = jnp.broadcast_to(_weighted_counts(full_y, wy)[None, :, :], (s, t, num_y))
-    else:
-        counts_y = jnp.einsum("sn,tnc->stc", wz, full_y * wy[..., None], preferred_element_type=jnp.int32)
-    both = jnp.einsum("sn,tn->st", wz, wy, preferred_element_type=jnp.int32)
-    return _assemble(inner, counts_z, counts_y, both)
+    zi = _indicators(zs, num_z, jnp.int8)  # [S, Cz-1, n]
+    yi = _indicators(ys, num_y, jnp.int8)  # [T, Cy-1, n]
+    if source_mask is not None:
+        zi = zi * wz[:, None, :]
+    if target_mask is not None:
+        yi = yi * wy[:, None, :]
+    zw = wz if source_mask is not None else jnp.ones((1, n), jnp.int8)  # [a, n]
+    yw = wy if target_mask is not None else jnp.ones((1, n), jnp.int8)  # [b, n]
+    left = jnp.concatenate([zi.reshape(s * (num_z - 1), n), zw])
+    right = jnp.concatenate([yi.reshape(t * (num_y - 1), n), yw])
+    prod = lax.dot_general(left, right, (((1,), (1,)), ((), ())), preferred_element_type=jnp.int32)
+    sz, ty = s * (num_z - 1), t * (num_y - 1)
+    a, b = zw.shape[0], yw.shape[0]
+    inner = prod[:sz, :ty].reshape(s, num_z - 1, t, num_y - 1).transpose(0, 2, 1, 3)
+    rows = jnp.broadcast_to(prod[:sz, ty:].reshape(s, num_z - 1, b).transpose(0, 2, 1), (s, t, num_z - 1))
+    cols = jnp.broadcast_to(prod[sz:, :ty].reshape(a, t, num_y - 1), (s, t, num_y - 1))
+    total = jnp.broadcast_to(prod[sz:, ty:], (s, t))
+    return _assemble(inner, rows, cols, total)
 
 
 def _scatter_pairs(zs, ys, wz, wy, num_z, num_y):

@@ -1,7 +1,5 @@
 """Entropies from counts against scipy.stats.entropy and float64 NumPy references."""
 
-import contextlib
-
 import jax
 import jax.numpy as jnp
 import jaxtransfer_kernels as K
@@ -9,19 +7,10 @@ import numpy as np
 import pytest
 import scipy.stats
 from jax.test_util import check_grads
+from x64util import x64
 
 # float32 results against float64 references; float64 (under x64) tightly.
 TOL = {np.float32: {"rtol": 2e-6, "atol": 1e-6}, np.float64: {"rtol": 1e-9, "atol": 1e-12}}
-
-
-@contextlib.contextmanager
-def x64():
-    """float64 for a block (jax.enable_x64, or the experimental one on older jax)."""
-    ctx = getattr(jax, "enable_x64", None)
-    if ctx is None:  # jax < 0.7
-        from jax.experimental import enable_x64 as ctx
-    with ctx(True):
-        yield
 
 
 # Sweeps call jitted copies (one compile per shape instead of one per op and shape);

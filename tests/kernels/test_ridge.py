@@ -3,14 +3,13 @@
 J_j(λ) = min_{a,b} (1/n) Σᵢ (y_ij − aᵀfᵢ − b)² + λ‖a‖², per output column j, bias unpenalised.
 """
 
-import contextlib
-
 import jax
 import jax.numpy as jnp
 import jaxtransfer_kernels as K
 import numpy as np
 import pytest
 from sklearn.linear_model import Ridge
+from x64util import x64
 
 # float32 results against float64 references (objective values are O(1) here); the
 # statistics route finalises a difference of sums, so it gets a looser table.
@@ -19,16 +18,6 @@ STATS_TOL = {np.float32: {"rtol": 2e-3, "atol": 1e-5}, np.float64: {"rtol": 1e-9
 L2S = np.array([0.0, 1e-3, 0.1, 10.0])
 # most tests share these shapes, so the jitted routes below compile once for them
 PRIMAL, DUAL = (40, 6), (12, 30)  # n > d, and n < d (the n×n dual form)
-
-
-@contextlib.contextmanager
-def x64():
-    """float64 for a block (jax.enable_x64, or the experimental one on older jax)."""
-    ctx = getattr(jax, "enable_x64", None)
-    if ctx is None:  # jax < 0.7
-        from jax.experimental import enable_x64 as ctx
-    with ctx(True):
-        yield
 
 
 def close(got, want, dtype=np.float32, tol=TOL):

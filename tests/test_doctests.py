@@ -1,0 +1,21 @@
+"""The Examples in the public docstrings run and print what they say."""
+
+import doctest
+import importlib
+
+import pytest
+
+MODULES = [
+    "jaxtransfer._entropy",
+    "jaxtransfer._leep",
+    "jaxtransfer._linear_mse",
+    "jaxtransfer._score_matrix",
+]
+
+
+@pytest.mark.parametrize("name", MODULES)
+def test_docstring_examples(name):
+    module = importlib.import_module(name)
+    result = doctest.testmod(module, optionflags=doctest.NORMALIZE_WHITESPACE)
+    assert result.attempted > 0
+    assert result.failed == 0
