@@ -22,10 +22,10 @@ def _map_chunks(fn, xs, size: int, total: int):
     calls ``fn`` on the unbatched item, so data-dependent branches inside stay
     real branches.
     """
-    if size >= total:
-        return fn(xs, batched=True)
     if size == 1:
         return lax.map(lambda x: fn(x, batched=False), xs)
+    if size >= total:
+        return fn(xs, batched=True)
     chunks = -(-total // size)
     pad = chunks * size - total
 

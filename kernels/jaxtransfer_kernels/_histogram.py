@@ -6,9 +6,11 @@ Two algorithms give the same integer counts:
   ``n·(Cz-1)·(Cy-1)`` multiply-adds per pair (the last class of each side is
   recovered from the marginals), each one a SIMD lane, so it wins while the
   class counts are small.
-* ``"scatter"``: a scatter-add of ones at ``z·Cy + y``. It does ``n`` memory
-  updates per pair plus ``Cz·Cy`` zeroing, so it wins when the class counts are
-  large.
+* ``"scatter"``: a scatter-add of ones at ``z·Cy + y``, all pairs in one flat
+  ``.at[].add`` (the scatter primitive behind ``jax.ops.segment_sum``; a
+  ``vmap`` of ``segment_sum`` over pairs measured 2.5× slower on CPU). It does
+  ``n`` memory updates per pair plus ``Cz·Cy`` zeroing, so it wins when the
+  class counts are large.
 
 ``method="auto"`` picks ``"onehot"`` when ``(Cz-1)·(Cy-1) <= ONEHOT_MAX_CELLS``
 and ``"scatter"`` otherwise. The threshold was measured on a 2-core x86-64 CPU
