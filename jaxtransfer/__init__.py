@@ -10,9 +10,11 @@ from ._entropy import nce as nce
 from ._estimator import EstimatorInfo as EstimatorInfo
 from ._estimator import available_estimators as available_estimators
 from ._estimator import get_estimator as get_estimator
+from ._gbc import gbc as gbc
 from ._leep import leep as leep
 from ._linear_mse import label_mse as label_mse
 from ._linear_mse import linear_mse as linear_mse
+from ._nleep import nleep as nleep
 from ._score_matrix import score_matrix as score_matrix
 
 __version__ = "0.1.0"
@@ -21,11 +23,13 @@ __all__ = [
     "EstimatorInfo",
     "available_estimators",
     "conditional_entropy",
+    "gbc",
     "get_estimator",
     "hardness",
     "label_mse",
     "leep",
     "linear_mse",
     "nce",
+    "nleep",
     "score_matrix",
 ]

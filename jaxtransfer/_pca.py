@@ -31,7 +31,14 @@ from jaxtransfer_kernels import source_stats
 
 from ._validation import is_concrete
 
-__all__ = ["DEFAULT_COMPONENTS", "VARIANCE_FLOOR", "PCA", "explained_variance_arg", "num_components_arg", "pca"]
+__all__ = [
+    "DEFAULT_COMPONENTS",
+    "PCA",
+    "VARIANCE_FLOOR",
+    "explained_variance_arg",
+    "num_components_arg",
+    "pca",
+]
 
 DEFAULT_COMPONENTS = 64
 """Default cap on the number of principal components (Pándy et al. reduce to 64)."""

@@ -128,6 +128,10 @@ def _score(args) -> int:
         options["num_source_classes"] = args.num_source_classes
     if args.num_target_classes is not None:
         options["num_target_classes"] = args.num_target_classes
+    if "key" in _option_names(info):
+        import jax
+
+        options["key"] = jax.random.key(args.seed)
     mask = load_array(args.mask, "--mask") if args.mask else None
     try:
         scores = np.asarray(jt.score_matrix(fn, sources, targets, mask=mask, **options))
@@ -148,6 +152,16 @@ def _score(args) -> int:
     else:
         sys.stdout.write(text if text.endswith("\n") else text + "\n")
     return 0
+
+
+def _option_names(info) -> set[str]:
+    """The keyword options an estimator's function accepts."""
+    import inspect
+
+    from ._estimator import get_estimator
+
+    params = inspect.signature(get_estimator(info.name)).parameters
+    return {name for name, p in params.items() if p.kind is inspect.Parameter.KEYWORD_ONLY}
 
 
 def _list(args) -> int:
@@ -188,6 +202,7 @@ def _parser() -> argparse.ArgumentParser:
     score.add_argument("--mask", help="optional bool [n] sample mask file")
     score.add_argument("--l2", type=float, nargs="+", help="ridge penalty value(s) for linear_mse/label_mse")
     score.add_argument("--logits", action="store_true", help="leep: the source file holds logits")
+    score.add_argument("--seed", type=int, default=0, help="PRNG seed for estimators that take a key (nleep)")
     score.add_argument("--num-source-classes", type=int)
     score.add_argument("--num-target-classes", type=int)
     score.add_argument(

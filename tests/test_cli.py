@@ -162,3 +162,25 @@ def test_console_script_runs_as_module():
         [sys.executable, "-m", "jaxtransfer", "list"], capture_output=True, text=True, check=True
     )
     assert "linear_mse" in proc.stdout
+
+
+def test_nleep_takes_a_seed(capsys, tmp_path, rng):
+    f = rng.standard_normal((60, 6)).astype(np.float32)
+    y = rng.integers(0, 2, 60)
+    np.save(tmp_path / "f.npy", f)
+    np.save(tmp_path / "y.npy", y)
+    argv = [
+        "score",
+        "--estimator",
+        "nleep",
+        "--source",
+        str(tmp_path / "f.npy"),
+        "--target",
+        str(tmp_path / "y.npy"),
+    ]
+    code, out, err = run(capsys, *argv, "--seed", "3")
+    assert code == 0, err
+    import jax
+
+    expected = float(jt.nleep(f, y, key=jax.random.key(3)))
+    assert json.loads(out)["scores"][0][0] == pytest.approx(expected, rel=1e-6)

@@ -7,8 +7,10 @@ import pytest
 
 MODULES = [
     "jaxtransfer._entropy",
+    "jaxtransfer._gbc",
     "jaxtransfer._leep",
     "jaxtransfer._linear_mse",
+    "jaxtransfer._nleep",
     "jaxtransfer._score_matrix",
 ]
 
