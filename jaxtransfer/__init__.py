@@ -11,11 +11,14 @@ from ._estimator import EstimatorInfo as EstimatorInfo
 from ._estimator import available_estimators as available_estimators
 from ._estimator import get_estimator as get_estimator
 from ._gbc import gbc as gbc
+from ._hscore import hscore as hscore
+from ._hscore import shrinkage_hscore as shrinkage_hscore
 from ._leep import leep as leep
 from ._linear_mse import label_mse as label_mse
 from ._linear_mse import linear_mse as linear_mse
 from ._nleep import nleep as nleep
 from ._score_matrix import score_matrix as score_matrix
+from ._transrate import transrate as transrate
 
 __version__ = "0.1.0"
 
@@ -26,10 +29,13 @@ __all__ = [
     "gbc",
     "get_estimator",
     "hardness",
+    "hscore",
     "label_mse",
     "leep",
     "linear_mse",
     "nce",
     "nleep",
     "score_matrix",
+    "shrinkage_hscore",
+    "transrate",
 ]

@@ -8,10 +8,12 @@ import pytest
 MODULES = [
     "jaxtransfer._entropy",
     "jaxtransfer._gbc",
+    "jaxtransfer._hscore",
     "jaxtransfer._leep",
     "jaxtransfer._linear_mse",
     "jaxtransfer._nleep",
     "jaxtransfer._score_matrix",
+    "jaxtransfer._transrate",
 ]
 
 
