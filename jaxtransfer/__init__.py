@@ -16,6 +16,9 @@ from ._hscore import shrinkage_hscore as shrinkage_hscore
 from ._leep import leep as leep
 from ._linear_mse import label_mse as label_mse
 from ._linear_mse import linear_mse as linear_mse
+from ._logme import LogMEDetails as LogMEDetails
+from ._logme import logme as logme
+from ._logme import logme_details as logme_details
 from ._nleep import nleep as nleep
 from ._score_matrix import score_matrix as score_matrix
 from ._transrate import transrate as transrate
@@ -24,6 +27,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "EstimatorInfo",
+    "LogMEDetails",
     "available_estimators",
     "conditional_entropy",
     "gbc",
@@ -33,6 +37,8 @@ __all__ = [
     "label_mse",
     "leep",
     "linear_mse",
+    "logme",
+    "logme_details",
     "nce",
     "nleep",
     "score_matrix",

@@ -11,6 +11,7 @@ MODULES = [
     "jaxtransfer._hscore",
     "jaxtransfer._leep",
     "jaxtransfer._linear_mse",
+    "jaxtransfer._logme",
     "jaxtransfer._nleep",
     "jaxtransfer._score_matrix",
     "jaxtransfer._transrate",

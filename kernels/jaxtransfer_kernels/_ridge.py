@@ -186,8 +186,8 @@ class RidgeFactor(NamedTuple):
     """
 
     count: jax.Array  # []
-    mean: jax.Array  # [d]
-    centred: jax.Array  # [n, d], masked rows zero
+    mean: jax.Array  # [d] (zero when built with center=False)
+    centred: jax.Array  # [n, d], masked rows zero (uncentred when built with center=False)
     basis: jax.Array  # [m, m]
     eigvals: jax.Array  # [m]
     penalty: jax.Array  # [] the n·λ the Cholesky factor includes
@@ -198,7 +198,7 @@ def _is_dual(n: int, d: int) -> bool:
     return n < d
 
 
-def ridge_factor(features, mask=None, *, l2=None) -> RidgeFactor:
+def ridge_factor(features, mask=None, *, l2=None, center: bool = True) -> RidgeFactor:
     """Factorise a source once for any number of targets.
 
     Args:
@@ -208,6 +208,11 @@ def ridge_factor(features, mask=None, *, l2=None) -> RidgeFactor:
         C + nλI is well conditioned, a Cholesky factor of it replaces the
         eigendecomposition (several times cheaper); the factor then serves that
         λ only. ``None`` always uses the eigendecomposition, which serves any λ.
+      center: static. ``True`` (the default) factorises the centred features,
+        as :func:`ridge_objective` needs. ``False`` factorises the features as
+        they are (masked rows zeroed; ``mean`` is then zero and ``centred``
+        holds the uncentred features), for models without a bias such as
+        LogME; :func:`ridge_objective` must not be given such a factor.
 
     Returns:
       :class:`RidgeFactor`. The form (primal d×d or dual n×n) is static: dual
@@ -215,7 +220,7 @@ def ridge_factor(features, mask=None, *, l2=None) -> RidgeFactor:
     """
     f = jnp.asarray(features)
     n, d = f.shape
-    stats = source_stats(f, mask)
+    stats = source_stats(f, mask, shift=None if center else jnp.zeros((d,), f.dtype))
     fc = (f - stats.shift[None, :]) * _weights(n, mask, f.dtype)[:, None]
     m = _mm(fc, fc.T) if _is_dual(n, d) else stats.gram
     dim = m.shape[0]
