@@ -119,7 +119,7 @@ def _ridge_objective_sklearn(f, y, lam):
     from sklearn.linear_model import Ridge
 
     n = f.shape[0]
-    model = Ridge(alpha=n * lam).fit(f, y)
+    model = Ridge(alpha=n * lam, solver="cholesky").fit(f, y)  # the fastest exact solver here
     resid = y - model.predict(f)
     return -(np.mean(resid**2) + lam * np.sum(model.coef_**2))
 
