@@ -114,8 +114,19 @@ def _score(args) -> int:
             f"{info.name} takes no source; use it from Python: jaxtransfer.{info.name}(target_labels)"
         )
     sources = _stack("--source", load_array(args.source, "--source"), info.source, args.stacked)
-    targets = _stack("--target", load_array(args.target, "--target"), info.target, args.stacked)
     options = {}
+    target_kind = info.target
+    if args.task is not None:
+        if "task" not in _option_names(info):
+            raise CLIError(f"--task applies to estimators with several task types, not {info.name}")
+        options["task"] = args.task
+        if args.task != "classification":
+            target_kind = "values"
+    if args.bins is not None:
+        if "bins" not in _option_names(info):
+            raise CLIError(f"--bins applies to transrate, not {info.name}")
+        options["bins"] = args.bins
+    targets = _stack("--target", load_array(args.target, "--target"), target_kind, args.stacked)
     if args.l2 is not None:
         if info.name not in ("linear_mse", "label_mse"):
             raise CLIError(f"--l2 applies to linear_mse and label_mse, not {info.name}")
@@ -202,6 +213,12 @@ def _parser() -> argparse.ArgumentParser:
     score.add_argument("--mask", help="optional bool [n] sample mask file")
     score.add_argument("--l2", type=float, nargs="+", help="ridge penalty value(s) for linear_mse/label_mse")
     score.add_argument("--logits", action="store_true", help="leep: the source file holds logits")
+    score.add_argument(
+        "--task",
+        choices=("classification", "regression", "multilabel"),
+        help="for logme/transrate: what the targets are (default classification)",
+    )
+    score.add_argument("--bins", type=int, help="transrate --task regression: bins per output dimension")
     score.add_argument("--seed", type=int, default=0, help="PRNG seed for estimators that take a key (nleep)")
     score.add_argument("--num-source-classes", type=int)
     score.add_argument("--num-target-classes", type=int)

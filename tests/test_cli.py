@@ -184,3 +184,36 @@ def test_nleep_takes_a_seed(capsys, tmp_path, rng):
 
     expected = float(jt.nleep(f, y, key=jax.random.key(3)))
     assert json.loads(out)["scores"][0][0] == pytest.approx(expected, rel=1e-6)
+
+
+def test_logme_regression_targets(capsys, tmp_path, rng):
+    f = rng.standard_normal((50, 4))
+    y = f @ rng.standard_normal((4, 2)) + 0.1 * rng.standard_normal((50, 2))
+    np.save(tmp_path / "f.npy", f)
+    np.save(tmp_path / "y.npy", y)
+    argv = [
+        "score",
+        "--estimator",
+        "logme",
+        "--source",
+        str(tmp_path / "f.npy"),
+        "--target",
+        str(tmp_path / "y.npy"),
+    ]
+    code, out, err = run(capsys, *argv, "--task", "regression")
+    assert code == 0, err
+    expected = float(jt.logme(f, y, task="regression"))
+    assert json.loads(out)["scores"][0][0] == pytest.approx(expected, rel=1e-6)
+    code, _, err = run(
+        capsys,
+        "score",
+        "--estimator",
+        "nce",
+        "--source",
+        str(tmp_path / "f.npy"),
+        "--target",
+        str(tmp_path / "y.npy"),
+        "--task",
+        "regression",
+    )
+    assert code == 2 and "--task applies" in err
