@@ -6,7 +6,7 @@ import jax
 import jax.numpy as jnp
 from jaxtransfer_kernels import label_counts, soft_joint_histogram
 
-from ._estimator import Checked, EstimatorInfo, register, run_pair
+from ._estimator import Checked, EstimatorInfo, one_source_per_step, register, run_pair
 from ._options import take_options
 from ._pca import explained_variance_arg, num_components_arg, pca
 from ._validation import as_features, as_labels, check_same_samples
@@ -76,7 +76,7 @@ def _finish(state, y, mask, *, num_target_classes, **_):
         check=_check,
         prepare=_prepare,
         finish=_finish,
-        default_batch=lambda s, t, static: 1,
+        default_batch=one_source_per_step,
     )
 )
 def gbc(

@@ -30,7 +30,7 @@ import numpy as np
 from jax import lax
 from jaxtransfer_kernels import label_counts, source_stats
 
-from ._estimator import Checked, EstimatorInfo, register, run_pair
+from ._estimator import Checked, EstimatorInfo, one_source_per_step, register, run_pair
 from ._options import take_options
 from ._validation import _to_array, as_features, as_labels, check_same_samples, is_concrete
 
@@ -229,7 +229,7 @@ def _prepare_hscore(features, mask, *, feature_mask, **_):
         check=_checker("hscore"),
         prepare=_prepare_hscore,
         finish=_finish,
-        default_batch=lambda s, t, static: 1,
+        default_batch=one_source_per_step,
     )
 )
 def hscore(features, labels, *, num_target_classes=None, feature_mask=None, mask=None) -> jax.Array:
@@ -313,7 +313,7 @@ def _prepare_shrinkage(features, mask, *, feature_mask, **_):
         check=_checker("shrinkage_hscore"),
         prepare=_prepare_shrinkage,
         finish=_finish,
-        default_batch=lambda s, t, static: 1,
+        default_batch=one_source_per_step,
     )
 )
 def shrinkage_hscore(features, labels, *, num_target_classes=None, feature_mask=None, mask=None) -> jax.Array:

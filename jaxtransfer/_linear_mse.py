@@ -6,7 +6,7 @@ import jax
 import jax.numpy as jnp
 from jaxtransfer_kernels import ridge_factor, ridge_objective
 
-from ._estimator import Checked, EstimatorInfo, register, run_pair
+from ._estimator import Checked, EstimatorInfo, one_source_per_step, register, run_pair
 from ._options import nonnegative_values, take_options
 from ._validation import as_features, check_same_samples
 
@@ -50,7 +50,7 @@ def _info(name, source, source_name, source_vector):
         check=_checker(name, source_name, source_vector),
         prepare=_prepare,
         finish=_finish,
-        default_batch=lambda s, t, static: 1,
+        default_batch=one_source_per_step,
     )
 
 

@@ -44,7 +44,7 @@ import numpy as np
 from jax import lax
 from jaxtransfer_kernels import ridge_factor
 
-from ._estimator import Checked, EstimatorInfo, register, run_pair
+from ._estimator import Checked, EstimatorInfo, one_source_per_step, register, run_pair
 from ._options import choice, take_options
 from ._validation import as_features, as_labels, as_mask, check_same_samples, is_concrete
 
@@ -358,7 +358,7 @@ def _details_pair(source, target, mask, dynamic, *, static):
         check=_check,
         prepare=_prepare,
         finish=_finish,
-        default_batch=lambda s, t, static: 1,
+        default_batch=one_source_per_step,
     )
 )
 def logme(

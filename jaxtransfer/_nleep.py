@@ -9,7 +9,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
-from ._estimator import Checked, EstimatorInfo, register, run_pair
+from ._estimator import Checked, EstimatorInfo, one_source_per_step, register, run_pair
 from ._leep import _finish as _leep_finish
 from ._options import take_options
 from ._pca import explained_variance_arg, num_components_arg, pca
@@ -172,7 +172,7 @@ def _finish(theta, y, mask, *, num_target_classes, **_):
         check=_check,
         prepare=_prepare,
         finish=_finish,
-        default_batch=lambda s, t, static: 1,
+        default_batch=one_source_per_step,
     )
 )
 def nleep(

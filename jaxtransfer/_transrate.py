@@ -31,7 +31,7 @@ import numpy as np
 from jax import lax
 from jaxtransfer_kernels import label_counts, source_stats
 
-from ._estimator import Checked, EstimatorInfo, register, run_pair
+from ._estimator import Checked, EstimatorInfo, one_source_per_step, register, run_pair
 from ._options import choice, take_options
 from ._validation import as_features, as_labels, check_same_samples, is_concrete
 
@@ -238,7 +238,7 @@ def _finish(state, target, mask, *, coef, weighting, task, bins, num_target_clas
         check=_check,
         prepare=_prepare,
         finish=_finish,
-        default_batch=lambda s, t, static: 1,
+        default_batch=one_source_per_step,
     )
 )
 def transrate(
