@@ -17,17 +17,14 @@ Case (issue 3): S=16 sources (n=2000, d=256) × T=20 binary classification targe
 from __future__ import annotations
 
 import argparse
-import json
-import platform
 import sys
 from pathlib import Path
 
-import jax
 import jax.numpy as jnp
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_speed import _case, _compiled, _summary, _timeit
+from bench_speed import _case, _compiled, _summary, _timeit, report, write_report
 
 import jaxtransfer as jt
 from jaxtransfer._logme import logme
@@ -153,17 +150,7 @@ def run(tiny: bool, repeats: int) -> dict:
     else:
         sizes, r, br = (16, 20, 2000, 256), repeats, 3
     results = [bench_logme("logme_binary", *sizes, r, br, rng)]
-    return {
-        "device": str(jax.devices()[0]),
-        "platform": jax.default_backend(),
-        "jax": jax.__version__,
-        "numpy": np.__version__,
-        "python": platform.python_version(),
-        "machine": platform.machine(),
-        "dtype": str(jnp.zeros(()).dtype),
-        "tiny": tiny,
-        "results": results,
-    }
+    return report(results, tiny)
 
 
 def main(argv=None) -> int:
@@ -172,12 +159,10 @@ def main(argv=None) -> int:
     parser.add_argument("--repeats", type=int, default=7)
     parser.add_argument("--out", help="write the JSON report here")
     args = parser.parse_args(argv)
-    report = run(args.tiny, args.repeats)
-    if args.out:
-        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.out).write_text(json.dumps(report, indent=2))
-    print(_summary(report))
-    for row in report["results"]:
+    result = run(args.tiny, args.repeats)
+    write_report(result, args.out)
+    print(_summary(result))
+    for row in result["results"]:
         once = row["all_sources_at_once"]
         print(
             f"{'':18s} all {row['sizes']['S']} sources at once {once['median_s'] * 1e3:9.2f} ms"

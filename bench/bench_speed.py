@@ -254,6 +254,11 @@ def run(tiny: bool, repeats: int, only: list[str] | None = None) -> dict:
         "histogram_methods",
     ]
     results = [case() for name, case in zip(names, cases, strict=True) if not only or name in only]
+    return report(results, tiny)
+
+
+def report(results: list[dict], tiny: bool) -> dict:
+    """The JSON report: the results with the device, versions and dtype they were measured on."""
     return {
         "device": str(jax.devices()[0]),
         "platform": jax.default_backend(),
@@ -265,6 +270,13 @@ def run(tiny: bool, repeats: int, only: list[str] | None = None) -> dict:
         "tiny": tiny,
         "results": results,
     }
+
+
+def write_report(report: dict, out: str | None) -> None:
+    """Write the report as JSON to ``out`` (when given), creating its folder."""
+    if out:
+        Path(out).parent.mkdir(parents=True, exist_ok=True)
+        Path(out).write_text(json.dumps(report, indent=2))
 
 
 def _summary(report: dict) -> str:
@@ -292,11 +304,9 @@ def main(argv=None) -> int:
     parser.add_argument("--out", help="write the JSON report here")
     parser.add_argument("--only", nargs="+", help="run only these cases")
     args = parser.parse_args(argv)
-    report = run(args.tiny, args.repeats, args.only)
-    if args.out:
-        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.out).write_text(json.dumps(report, indent=2))
-    print(_summary(report))
+    result = run(args.tiny, args.repeats, args.only)
+    write_report(result, args.out)
+    print(_summary(result))
     return 0
 
 
