@@ -1,4 +1,4 @@
-"""The ``jaxtransfer`` command line: ``score``, ``list`` and ``demo``.
+"""The ``jaxtransfer`` command line: ``score``, ``list``, ``demo`` and ``zoo``.
 
 Errors in the input (a missing or malformed file, an unknown estimator, a shape
 mismatch) print one line on stderr and exit with status 2; nothing is written.
@@ -238,6 +238,10 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_argument("--format", choices=("table", "json"), default="table")
     demo.add_argument("--output", "-o", help="also write the results as JSON here")
     demo.set_defaults(run=_demo)
+
+    from ._cli_zoo import add_zoo_parser
+
+    add_zoo_parser(sub)
     return parser
 
 

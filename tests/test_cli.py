@@ -217,3 +217,66 @@ def test_logme_regression_targets(capsys, tmp_path, rng):
         "regression",
     )
     assert code == 2 and "--task applies" in err
+
+
+# --- jaxtransfer zoo ---------------------------------------------------------------
+
+
+def test_zoo_list(capsys, monkeypatch, tmp_path):
+    from jaxtransfer.cli import main
+
+    monkeypatch.setenv("JAXTRANSFER_CACHE", str(tmp_path))
+    assert main(["zoo", "list"]) == 0
+    out = capsys.readouterr().out
+    assert "mobilenet_v2" in out and "efficientnet_lite2" in out and str(tmp_path) in out
+    assert main(["zoo", "list", "--format", "json"]) == 0
+    rows = json.loads(capsys.readouterr().out)
+    assert [r["input"] for r in rows] == [224, 224, 240, 260] and not any(r["cached"] for r in rows)
+
+
+def test_zoo_fetch_offline_is_a_one_line_error(capsys, monkeypatch, tmp_path):
+    from jaxtransfer.cli import main
+
+    monkeypatch.setenv("JAXTRANSFER_CACHE", str(tmp_path))
+    monkeypatch.setenv("JAXTRANSFER_OFFLINE", "1")
+    assert main(["zoo", "fetch", "mobilenet_v2"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("jaxtransfer: error: mobilenet_v2: weights not in the cache") and "zoo fetch" in err
+    assert main(["zoo", "predict", str(tmp_path / "x.png"), "--model", "resnet"]) == 2
+
+
+def test_zoo_predict_bad_images(capsys, tmp_path):
+    from jaxtransfer.cli import main
+
+    (tmp_path / "notes.txt").write_text("hello")
+    np.save(tmp_path / "flat.npy", np.zeros((4, 4, 3), np.uint8))
+    np.save(tmp_path / "ints.npy", np.zeros((16, 16, 3), np.int64))
+    cases = {
+        str(tmp_path / "missing.png"): "no such file",
+        str(tmp_path / "notes.txt"): "is not a readable image",
+        str(tmp_path / "flat.npy"): "at least 8×8",
+        str(tmp_path / "ints.npy"): "expected uint8",
+    }
+    for path, words in cases.items():
+        assert main(["zoo", "predict", path]) == 2
+        assert words in capsys.readouterr().err
+    assert main(["zoo", "predict", str(tmp_path / "flat.npy"), "--top", "0"]) == 2
+    assert "--top must be at least 1" in capsys.readouterr().err
+
+
+@pytest.mark.network
+@pytest.mark.slow
+def test_zoo_predict_png(capsys, tmp_path):
+    from PIL import Image
+
+    from jaxtransfer.cli import main
+
+    data = pytest.importorskip("skimage.data")
+    Image.fromarray(data.coffee()).save(tmp_path / "coffee.png")
+    assert (
+        main(["zoo", "predict", str(tmp_path / "coffee.png"), "--model", "mobilenet_v2", "--format", "json"])
+        == 0
+    )
+    result = json.loads(capsys.readouterr().out)
+    top = result["predictions"][0]["top"][0]
+    assert top["class"] == 967 and top["name"] == "espresso" and top["probability"] > 0.5

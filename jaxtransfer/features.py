@@ -1,0 +1,459 @@
+"""Feature extraction: source features, source predictions and per-layer features in one pass.
+
+:func:`extract` runs a model over a dataset once and returns what the
+estimators take as their source input:
+
+* ``features`` [N, d]: the penultimate layer (the input of the source head);
+* ``logits`` [N, C] and, from them, ``probabilities`` and argmax ``labels``;
+* ``layers``: named intermediate activations, each pooled to [N, c] (global
+  average over spatial axes), for per-layer scoring;
+* ``stats`` (optional): the estimators' sufficient statistics accumulated
+  batch by batch (:class:`StreamedStats`), so that features never need to sit
+  in memory all at once.
+
+Models
+------
+Any of:
+
+* a Flax NNX module. If it has a ``taps(x) -> dict`` method (the zoo's
+  backbones and :mod:`jaxtransfer.sources` do), that dict is used: it holds
+  ``features``, ``logits`` and every named layer. Otherwise ``model(x)`` is
+  called, and layers are the values the module stored with
+  ``self.sow(nnx.Intermediate, name, value)``.
+* a Flax Linen module, with ``variables=``; layers are matched against the
+  ``/``-joined paths of ``capture_intermediates``.
+* a plain function ``fn(params, x)``, with ``params=``.
+
+A model's output is read as: a dict with ``features`` (and optionally
+``logits`` and layers), a ``(features, logits)`` pair, or a single array of
+features.
+
+Execution: one ``nnx.split``, one jitted step compiled once; every batch
+(the last, short one padded and masked) reuses it. The same code runs on CPU,
+GPU and TPU; nothing is transferred back to the host unless asked.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+from jaxtransfer_kernels import (
+    CrossStats,
+    SourceStats,
+    add_stats,
+    conditional_entropy_from_counts,
+    cross_stats,
+    joint_histogram,
+    ridge_objective_from_stats,
+    source_stats,
+)
+
+from ._nnx import get_value
+
+__all__ = ["Extracted", "StreamedStats", "extract", "pool"]
+
+
+class StreamedStats(NamedTuple):
+    """Sufficient statistics accumulated during extraction (all sizes independent of N).
+
+    Attributes:
+      features: :class:`~jaxtransfer_kernels.SourceStats` of the features
+        (count, sum and Gram matrix about the first batch's mean).
+      targets: :class:`~jaxtransfer_kernels.CrossStats` of the features against
+        the targets (one-hot for class labels), or ``None`` without targets.
+      joint: int32 [Cz, Cy] joint counts of the source's argmax label and the
+        target label, or ``None`` (needs logits and class-label targets).
+    """
+
+    features: SourceStats
+    targets: CrossStats | None
+    joint: jax.Array | None
+
+    def linear_mse(self, l2: float = 1.0) -> jax.Array:
+        """Linear MSE (:func:`jaxtransfer.linear_mse`) from the statistics.
+
+        Closed form on the streamed Gram matrix: it loses digits in float32 when
+        the targets are almost in the span of the features (enable x64 to
+        accumulate in float64); the whole-array :func:`jaxtransfer.linear_mse`
+        computes the residual directly.
+        """
+        if self.targets is None:
+            raise ValueError("linear_mse needs targets: pass targets= to extract(..., statistics=True)")
+        return -jnp.sum(ridge_objective_from_stats(self.features, self.targets, l2), axis=-1)
+
+    def nce(self) -> jax.Array:
+        """NCE (:func:`jaxtransfer.nce`) of the source's argmax labels against the target labels."""
+        if self.joint is None:
+            raise ValueError("nce needs the model's logits and integer target labels (num_target_classes=)")
+        return -conditional_entropy_from_counts(self.joint)
+
+
+class Extracted(NamedTuple):
+    """The result of :func:`extract`. Arrays are ``jax.Array`` on the default device.
+
+    Attributes:
+      features: [N, d] penultimate features, or ``None`` when not kept.
+      logits: [N, C] source head outputs, or ``None`` (no head, or not kept).
+      layers: name -> [N, c] pooled intermediate activations.
+      stats: :class:`StreamedStats`, or ``None`` unless ``statistics=True``.
+      count: N, the number of samples seen.
+    """
+
+    features: jax.Array | None
+    logits: jax.Array | None
+    layers: dict[str, jax.Array]
+    stats: StreamedStats | None
+    count: int
+
+    @property
+    def probabilities(self) -> jax.Array:
+        """Softmax of the logits, [N, C]."""
+        if self.logits is None:
+            raise ValueError("this extraction has no logits (the model has no head, or keep= left them out)")
+        return jax.nn.softmax(self.logits, axis=-1)
+
+    @property
+    def labels(self) -> jax.Array:
+        """Argmax source labels on the inputs, int32 [N]."""
+        if self.logits is None:
+            raise ValueError("this extraction has no logits (the model has no head, or keep= left them out)")
+        return jnp.argmax(self.logits, axis=-1).astype(jnp.int32)
+
+
+def pool(x: jax.Array) -> jax.Array:
+    """Global average over every axis between the first (batch) and the last (channels)."""
+    x = jnp.asarray(x)
+    return x if x.ndim <= 2 else jnp.mean(x, axis=tuple(range(1, x.ndim - 1)))
+
+
+def _interpret(out: Any, layers: Sequence[str]) -> dict[str, jax.Array]:
+    if isinstance(out, dict):
+        if "features" not in out:
+            raise ValueError(f"the model returned a dict without 'features' (keys: {sorted(out)})")
+        res = {"features": out["features"]}
+        if out.get("logits") is not None:
+            res["logits"] = out["logits"]
+        missing = [name for name in layers if name not in out]
+        if missing:
+            keys = sorted(k for k in out if k not in ("features", "logits"))
+            raise ValueError(f"layers {missing} are not among the model's outputs {keys}")
+        res.update({name: out[name] for name in layers})
+        return res
+    if isinstance(out, (tuple, list)):
+        if len(out) != 2:
+            raise ValueError(
+                f"a model returning a tuple must return (features, logits), got {len(out)} items"
+            )
+        return {"features": out[0], "logits": out[1]}
+    return {"features": out}
+
+
+def _flat_intermediates(state) -> dict[str, Any]:
+    found = {}
+    for path, value in nnx.to_flat_state(state):
+        value = get_value(value)
+        found["/".join(str(p) for p in path)] = value[-1] if isinstance(value, tuple) else value
+    return found
+
+
+def _call_capturing(module: nnx.Module, x) -> tuple[Any, dict[str, Any]]:
+    """``module(x)`` and the values it sowed as ``nnx.Intermediate``."""
+    if hasattr(nnx, "capture"):  # flax >= 0.12: sow only records inside nnx.capture
+        out, state = nnx.capture(module, nnx.Intermediate)(x)
+        return out, _flat_intermediates(state)
+    out = module(x)  # pragma: no cover - older flax
+    return out, _flat_intermediates(nnx.pop(module, nnx.Intermediate))
+
+
+def _match(found: dict[str, Any], layers: Sequence[str]) -> dict[str, Any]:
+    out = {}
+    for name in layers:
+        hits = [k for k in found if k == name or k.endswith("/" + name) or k.split("/")[-2:-1] == [name]]
+        if len(hits) != 1:
+            what = "no" if not hits else "several"
+            raise ValueError(f"layer {name!r}: {what} matching intermediate among {sorted(found)}")
+        out[name] = found[hits[0]]
+    return out
+
+
+def _adapter(model, params, variables, layers) -> tuple[Callable[[Any, jax.Array], dict], Any]:
+    """Normalise a model to ``fn(state, x) -> {'features', ['logits'], *layers}`` and its state."""
+    layers = tuple(layers)
+    if isinstance(model, nnx.Module):
+        graphdef, state = nnx.split(model)
+
+        def fn(state, x):
+            module = nnx.merge(graphdef, state)
+            if callable(getattr(module, "taps", None)):
+                return _interpret(module.taps(x), layers)
+            if not layers:
+                return _interpret(module(x), ())
+            raw, found = _call_capturing(module, x)
+            out = _interpret(raw, ())
+            out.update(_match(found, layers))
+            return out
+
+        return fn, state
+    linen = sys.modules.get("flax.linen")
+    if linen is not None and isinstance(model, linen.Module):
+        if variables is None:
+            raise TypeError("a Linen module needs its variables: extract(module, data, variables=...)")
+
+        def fn(variables, x):
+            if not layers:
+                return _interpret(model.apply(variables, x), ())
+            out, mods = model.apply(variables, x, capture_intermediates=True, mutable=["intermediates"])
+            found = {}
+            flat = jax.tree_util.tree_flatten_with_path(
+                mods["intermediates"], is_leaf=lambda v: isinstance(v, tuple)
+            )
+            for path, value in flat[0]:
+                keys = [getattr(p, "key", getattr(p, "name", str(p))) for p in path]
+                keys = [k for k in keys if k != "__call__"]
+                found["/".join(map(str, keys))] = value[-1] if isinstance(value, tuple) else value
+            res = _interpret(out, ())
+            res.update(_match(found, layers))
+            return res
+
+        return fn, variables
+    if callable(model):
+        if params is None:
+            raise TypeError("a plain function model is called as fn(params, x): pass params=")
+        return (lambda params, x: _interpret(model(params, x), layers)), params
+    raise TypeError(
+        f"model must be a Flax NNX module, a Linen module or a function, got {type(model).__name__}"
+    )
+
+
+def _batches(
+    data, batch_size: int | None, targets
+) -> tuple[Iterator[tuple[Any, Any]], int | None, int | None]:
+    """Yield (x, y) host batches of at most ``batch_size``; return (iterator, size, total count)."""
+    if isinstance(data, (np.ndarray, jax.Array)):
+        n = data.shape[0]
+        if n == 0:
+            raise ValueError("data is empty: got 0 samples")
+        if targets is not None and np.shape(targets)[0] != n:
+            raise ValueError(f"targets has {np.shape(targets)[0]} samples but data has {n}")
+        size = min(batch_size or 64, n)
+
+        def gen():
+            for i in range(0, n, size):
+                yield data[i : i + size], None if targets is None else targets[i : i + size]
+
+        return gen(), size, n
+    if targets is not None:
+        raise ValueError(
+            "targets= goes with an array dataset; an iterable dataset yields (x, y) batches instead"
+        )
+    if not isinstance(data, Iterable):
+        raise TypeError(
+            f"data must be an array [N, ...] or an iterable of batches, got {type(data).__name__}"
+        )
+
+    def gen():
+        for item in data:
+            x, y = item if isinstance(item, (tuple, list)) else (item, None)
+            x = x if isinstance(x, (np.ndarray, jax.Array)) else np.asarray(x)
+            step = batch_size or x.shape[0]
+            for i in range(0, x.shape[0], step):
+                yield x[i : i + step], None if y is None else y[i : i + step]
+
+    return gen(), batch_size, None
+
+
+def _pad(x, size: int):
+    b = x.shape[0]
+    if b == size:
+        return x
+    pad = [(0, size - b)] + [(0, 0)] * (x.ndim - 1)
+    return jnp.pad(x, pad) if isinstance(x, jax.Array) else np.pad(np.asarray(x), pad)
+
+
+def _progress(total: int | None, enabled: bool | None, desc: str):
+    enabled = sys.stderr.isatty() if enabled is None else enabled
+    try:
+        from tqdm.auto import tqdm
+    except ImportError:  # pragma: no cover - tqdm is a dependency; this keeps bare installs working
+        tqdm = None
+    if not enabled or tqdm is None:
+        return None
+    return tqdm(total=total, desc=desc, unit="img", leave=False, dynamic_ncols=True)
+
+
+def extract(
+    model: Any,
+    data: Any,
+    *,
+    params: Any = None,
+    variables: Any = None,
+    batch_size: int | None = 64,
+    layers: Sequence[str] = (),
+    preprocess: Callable[[jax.Array], jax.Array] | str | None = "auto",
+    keep: Sequence[str] = ("features", "logits"),
+    statistics: bool = False,
+    targets: Any = None,
+    num_target_classes: int | None = None,
+    progress: bool | None = None,
+) -> Extracted:
+    """Run ``model`` over ``data`` once; return features, logits and chosen layers.
+
+    Args:
+      model: a Flax NNX module, a Linen module (with ``variables``) or a
+        function ``fn(params, x)`` (with ``params``); see the module notes for
+        what its output may be.
+      data: an array [N, ...] of inputs, or an iterable of batches, each an
+        array or an ``(x, y)`` pair whose ``y`` feeds the streamed statistics.
+      params, variables: the state of a plain function or a Linen module.
+      batch_size: samples per step. Every step has this shape (a short batch
+        is zero-padded and masked), so the step compiles once. ``None`` with an
+        iterable uses the size of its first batch.
+      layers: names of intermediate layers to return, pooled to [N, c]. For
+        the zoo, ``model.layer_names``; static: changing it recompiles.
+      preprocess: applied to each batch inside the jitted step. ``"auto"``
+        uses ``model.preprocess`` when the model has one (the zoo's backbones
+        resize and normalise raw images), else nothing.
+      keep: which per-sample outputs to keep: any of ``"features"``,
+        ``"logits"``. Leave out ``"features"`` and set ``statistics=True`` to
+        stream without holding [N, d] features.
+      statistics: accumulate :class:`StreamedStats` batch by batch.
+      targets: [N] integer labels or [N, k] real targets aligned with an
+        array ``data``, for the streamed cross statistics.
+      num_target_classes: static class count when ``targets`` are labels
+        (one-hot cross statistics and the joint label counts).
+      progress: show a progress bar; ``None`` shows one when stderr is a terminal.
+
+    Returns:
+      :class:`Extracted`.
+
+    Raises:
+      TypeError: an unsupported model, or missing ``params``/``variables``.
+      ValueError: empty data, unknown layer names, mismatched targets.
+
+    Example:
+      >>> import jax.numpy as jnp
+      >>> fn = lambda w, x: {"features": jnp.tanh(x @ w), "logits": x @ w}
+      >>> out = extract(fn, jnp.ones((5, 3)), params=jnp.eye(3), batch_size=2)
+      >>> out.features.shape, out.labels.shape
+      ((5, 3), (5,))
+    """
+    unknown = set(keep) - {"features", "logits"}
+    if unknown:
+        raise ValueError(f"keep must hold 'features' and/or 'logits', got {sorted(unknown)}")
+    if batch_size is not None and (
+        isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1
+    ):
+        raise ValueError(f"batch_size must be a positive int or None, got {batch_size!r}")
+    if isinstance(layers, str):
+        raise TypeError(f"layers must be a sequence of names, got the string {layers!r}")
+    if preprocess == "auto":
+        preprocess = getattr(model, "preprocess", None)
+    elif isinstance(preprocess, str):
+        raise ValueError(f"preprocess must be 'auto', None or a function, got {preprocess!r}")
+    if targets is not None:
+        statistics = True
+        targets = np.asarray(targets)
+    classify = targets is not None and np.issubdtype(targets.dtype, np.integer) and targets.ndim == 1
+    if classify and num_target_classes is None:
+        num_target_classes = int(targets.max()) + 1
+    fn, state = _adapter(model, params, variables, layers)
+    batches, size, total = _batches(data, batch_size, targets)
+    wanted = tuple(keep) + tuple(layers)
+    dtype = jnp.result_type(float)
+
+    def forward(state, x):
+        x = preprocess(x) if preprocess is not None else x
+        return fn(state, x)
+
+    @jax.jit
+    def step(state, x, valid, y, acc):
+        out = forward(state, x)
+        feats = jnp.asarray(out["features"])
+        if feats.ndim != 2:
+            feats = pool(feats)
+        mask = jnp.arange(x.shape[0]) < valid
+        kept = {k: (feats if k == "features" else pool(out[k])) for k in wanted if k in out}
+        if acc is None:
+            return kept, None
+        fstats, tstats, joint = acc
+        f = feats.astype(dtype)
+        first = fstats.count == 0  # the first batch fixes the shifts: its own means
+        w = mask.astype(dtype)[:, None]
+        fshift = jnp.where(first, jnp.sum(f * w, axis=0) / jnp.maximum(jnp.sum(w), 1), fstats.shift)
+        fstats = add_stats(fstats._replace(shift=fshift), source_stats(f, mask, shift=fshift))
+        if tstats is not None:
+            yy = jax.nn.one_hot(y, num_target_classes, dtype=dtype) if classify else y.reshape(y.shape[0], -1)
+            yy = yy.astype(dtype)
+            tshift = jnp.where(first, jnp.sum(yy * w, axis=0) / jnp.maximum(jnp.sum(w), 1), tstats.shift)
+            tstats = add_stats(
+                tstats._replace(shift=tshift),
+                cross_stats(f, yy, mask, feature_shift=fshift, target_shift=tshift),
+            )
+        if joint is not None:
+            z = jnp.argmax(out["logits"], axis=-1)
+            joint = joint + joint_histogram(z, y, num_z=joint.shape[0], num_y=joint.shape[1], mask=mask)
+        return kept, (fstats, tstats, joint)
+
+    outputs: dict[str, list] = {}
+    acc = None
+    seen = 0
+    bar = _progress(total, progress, getattr(model, "name", "extract"))
+    try:
+        for x, y in batches:
+            b = x.shape[0]
+            if b == 0:
+                continue
+            if size is None:
+                size = b
+            if statistics and acc is None:
+                acc = _init_stats(forward, state, x, y, classify, num_target_classes, dtype)
+            if statistics and y is None and acc[1] is not None:
+                raise ValueError("every batch must carry targets once the first one did")
+            xp = _pad(x, size)
+            yp = None if (y is None or not statistics) else _pad(np.asarray(y), size)
+            kept, acc_new = step(state, xp, b, yp, acc)
+            acc = acc_new if statistics else acc
+            for k, v in kept.items():
+                outputs.setdefault(k, []).append(v if b == size else v[:b])
+            seen += b
+            if bar is not None:
+                bar.update(b)
+    finally:
+        if bar is not None:
+            bar.close()
+    if seen == 0:
+        raise ValueError("data is empty: it yielded no samples")
+    cat = {k: jnp.concatenate(v, axis=0) for k, v in outputs.items()}
+    stats = None if acc is None else StreamedStats(*acc)
+    return Extracted(
+        features=cat.get("features"),
+        logits=cat.get("logits"),
+        layers={name: cat[name] for name in layers},
+        stats=stats,
+        count=seen,
+    )
+
+
+def _init_stats(forward, state, x, y, classify, num_target_classes, dtype):
+    """Zero statistics of the right shapes (shapes by tracing only; nothing is compiled)."""
+    out = jax.eval_shape(forward, state, jnp.asarray(x))
+    d = (
+        int(np.prod(out["features"].shape[1:]))
+        if len(out["features"].shape) == 2
+        else out["features"].shape[-1]
+    )
+    zero = lambda *shape: jnp.zeros(shape, dtype)  # noqa: E731
+    fstats = SourceStats(zero(), zero(d), zero(d), zero(d, d))
+    tstats = joint = None
+    if y is not None:
+        k = num_target_classes if classify else int(np.prod(np.shape(y)[1:]))
+        tstats = CrossStats(zero(k), zero(k), zero(d, k), zero(k))
+        if classify and "logits" in out:
+            joint = jnp.zeros((out["logits"].shape[-1], num_target_classes), jnp.int32)
+    return fstats, tstats, joint

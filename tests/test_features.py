@@ -1,0 +1,180 @@
+"""Feature extraction: every model form, batching and padding, layers, streamed statistics, errors."""
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax import nnx
+from x64util import x64
+
+import jaxtransfer as jt
+from jaxtransfer.features import extract, pool
+
+
+def _fn(params, x):
+    h = jnp.tanh(x @ params["w"])
+    return {"features": h, "logits": h @ params["v"], "hidden": x @ params["w"]}
+
+
+@pytest.fixture
+def setup(rng):
+    params = {
+        "w": jnp.asarray(rng.normal(size=(6, 5)), jnp.float32),
+        "v": jnp.asarray(rng.normal(size=(5, 4)), jnp.float32),
+    }
+    x = rng.normal(size=(23, 6)).astype(np.float32)
+    return params, x
+
+
+def test_function_model_matches_direct_call_and_compiles_once(setup):
+    params, x = setup
+    traces = []
+
+    def fn(p, xb):
+        traces.append(xb.shape)
+        return _fn(p, xb)
+
+    out = extract(fn, x, params=params, batch_size=5, layers=("hidden",))  # 5 batches, the last of 3 padded
+    ref = _fn(params, jnp.asarray(x))
+    np.testing.assert_allclose(out.features, ref["features"], rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(out.logits, ref["logits"], rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(out.layers["hidden"], ref["hidden"], rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(out.probabilities, jax.nn.softmax(ref["logits"]), rtol=1e-5, atol=1e-6)
+    np.testing.assert_array_equal(out.labels, np.argmax(np.asarray(ref["logits"]), axis=1))
+    assert out.count == 23 and out.stats is None
+    assert traces == [(5, 6)]  # one trace for all batches, the short one included
+
+
+def test_iterable_of_uneven_batches_equals_array(setup):
+    params, x = setup
+    batches = [x[:7], x[7:8], x[8:23]]  # 15 > batch_size is split
+    out = extract(_fn, iter(batches), params=params, batch_size=4)
+    ref = extract(_fn, x, params=params, batch_size=4)
+    np.testing.assert_allclose(out.features, ref.features, rtol=1e-6)
+    assert out.count == 23
+
+
+def test_tuple_and_array_outputs(setup):
+    params, x = setup
+    pair = extract(lambda p, xb: (xb @ p["w"], xb @ p["w"] @ p["v"]), x, params=params)
+    assert pair.features.shape == (23, 5) and pair.logits.shape == (23, 4)
+    single = extract(lambda p, xb: xb @ p["w"], x, params=params)
+    assert single.logits is None
+    with pytest.raises(ValueError, match="no logits"):
+        _ = single.labels
+
+
+class _Sowing(nnx.Module):
+    def __init__(self):
+        self.conv = nnx.Conv(3, 4, (3, 3), rngs=nnx.Rngs(0))
+        self.head = nnx.Linear(4, 2, rngs=nnx.Rngs(1))
+
+    def __call__(self, x):
+        h = jax.nn.relu(self.conv(x))
+        self.sow(nnx.Intermediate, "block", h)
+        f = pool(h)
+        return f, self.head(f)
+
+
+def test_nnx_module_with_sown_layers(rng):
+    model = _Sowing()
+    x = rng.normal(size=(9, 8, 8, 3)).astype(np.float32)
+    out = extract(model, x, batch_size=4, layers=("block",))
+    h = jax.nn.relu(model.conv(jnp.asarray(x)))
+    np.testing.assert_allclose(out.layers["block"], h.mean(axis=(1, 2)), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(out.logits, model.head(h.mean(axis=(1, 2))), rtol=1e-5, atol=1e-6)
+    with pytest.raises(ValueError, match="layer 'nope': no matching intermediate"):
+        extract(model, x, layers=("nope",))
+
+
+class _Linen(nn.Module):
+    @nn.compact
+    def __call__(self, x):
+        h = nn.relu(nn.Dense(5, name="body")(x))
+        return {"features": h, "logits": nn.Dense(3, name="head")(h)}
+
+
+def test_linen_module_with_intermediates(setup):
+    _, x = setup
+    module = _Linen()
+    variables = module.init(jax.random.key(0), x[:1])
+    out = extract(module, x, variables=variables, batch_size=8, layers=("body",))
+    ref = module.apply(variables, x)
+    np.testing.assert_allclose(out.logits, ref["logits"], rtol=1e-5, atol=1e-6)
+    body = x @ np.asarray(variables["params"]["body"]["kernel"]) + np.asarray(
+        variables["params"]["body"]["bias"]
+    )
+    np.testing.assert_allclose(out.layers["body"], body, rtol=1e-5, atol=1e-5)
+    with pytest.raises(TypeError, match="needs its variables"):
+        extract(module, x)
+
+
+def test_zoo_backbone_applies_its_preprocessing(rng):
+    from jaxtransfer import zoo
+
+    model = zoo.load("mobilenet_v2", pretrained=False)
+    imgs = rng.integers(0, 256, size=(3, 40, 50, 3), dtype=np.uint8)
+    out = extract(model, imgs, batch_size=2, layers=("stage2",))
+    taps = model.taps(model.preprocess(imgs))
+    np.testing.assert_allclose(out.features, taps["features"], rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(out.layers["stage2"], taps["stage2"], rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("classify", [True, False])
+def test_streamed_statistics_match_whole_array_estimators(setup, rng, classify):
+    params, x = setup
+    x = np.concatenate([x] * 4)  # n = 92 > d
+    y = rng.integers(0, 3, size=92) if classify else rng.normal(size=(92, 2))
+    with x64():
+        out = extract(_fn, x, params=params, batch_size=10, keep=(), targets=y)
+        full = extract(_fn, x, params=params, batch_size=10)
+        assert out.features is None and out.stats.features.count == 92
+        targets = np.eye(3)[y] if classify else y
+        f64 = np.asarray(full.features, np.float64)  # the statistics accumulate in float64 under x64
+        for l2 in (0.0, 0.5):
+            np.testing.assert_allclose(
+                out.stats.linear_mse(l2), jt.linear_mse(f64, targets, l2=l2), rtol=1e-9
+            )
+        if classify:
+            np.testing.assert_allclose(
+                out.stats.nce(), jt.nce(full.labels, y, num_source_classes=4), rtol=1e-12
+            )
+        else:
+            with pytest.raises(ValueError, match="nce needs"):
+                out.stats.nce()
+
+
+def test_streamed_statistics_float32(setup, rng):
+    params, x = setup
+    y = rng.integers(0, 2, size=23)
+    out = extract(_fn, x, params=params, batch_size=6, targets=y)
+    ref = jt.linear_mse(out.features, jax.nn.one_hot(y, 2), l2=1.0)
+    np.testing.assert_allclose(out.stats.linear_mse(1.0), ref, rtol=1e-4)
+
+
+def test_bad_input(setup):
+    params, x = setup
+    with pytest.raises(ValueError, match="data is empty"):
+        extract(_fn, x[:0], params=params)
+    with pytest.raises(ValueError, match="data is empty"):
+        extract(_fn, iter([]), params=params)
+    with pytest.raises(ValueError, match="keep must hold"):
+        extract(_fn, x, params=params, keep=("feature",))
+    with pytest.raises(ValueError, match="batch_size must be a positive int"):
+        extract(_fn, x, params=params, batch_size=0)
+    with pytest.raises(TypeError, match="pass params="):
+        extract(_fn, x)
+    with pytest.raises(TypeError, match="model must be"):
+        extract(42, x)
+    with pytest.raises(ValueError, match="targets has 3 samples but data has 23"):
+        extract(_fn, x, params=params, targets=np.zeros(3, int))
+    with pytest.raises(ValueError, match=r"layers \['nope'\] are not among"):
+        extract(_fn, x, params=params, layers=("nope",))
+    with pytest.raises(TypeError, match="layers must be a sequence"):
+        extract(_fn, x, params=params, layers="hidden")
+    with pytest.raises(ValueError, match="without 'features'"):
+        extract(lambda p, xb: {"logits": xb}, x, params=params)
+    x_before = x.copy()
+    extract(_fn, x, params=params, batch_size=4)
+    np.testing.assert_array_equal(x, x_before)
