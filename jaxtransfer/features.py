@@ -35,6 +35,7 @@ GPU and TPU; nothing is transferred back to the host unless asked.
 
 from __future__ import annotations
 
+import functools
 import sys
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any, NamedTuple
@@ -182,14 +183,32 @@ def _match(found: dict[str, Any], layers: Sequence[str]) -> dict[str, Any]:
     return out
 
 
-def _adapter(model, params, variables, layers) -> tuple[Callable[[Any, jax.Array], dict], Any]:
-    """Normalise a model to ``fn(state, x) -> {'features', ['logits'], *layers}`` and its state."""
-    layers = tuple(layers)
+def _adapter(model, params, variables) -> tuple[tuple, Any]:
+    """A hashable description of how to call ``model``, and the state to call it with."""
     if isinstance(model, nnx.Module):
         graphdef, state = nnx.split(model)
+        return ("nnx", graphdef), state
+    linen = sys.modules.get("flax.linen")
+    if linen is not None and isinstance(model, linen.Module):
+        if variables is None:
+            raise TypeError("a Linen module needs its variables: extract(module, data, variables=...)")
+        return ("linen", model), variables
+    if callable(model):
+        if params is None:
+            raise TypeError("a plain function model is called as fn(params, x): pass params=")
+        return ("fn", model), params
+    raise TypeError(
+        f"model must be a Flax NNX module, a Linen module or a function, got {type(model).__name__}"
+    )
+
+
+def _apply_fn(key: tuple, layers: tuple[str, ...]) -> Callable[[Any, jax.Array], dict]:
+    """``fn(state, x) -> {'features', ['logits'], *layers}`` for a key from :func:`_adapter`."""
+    kind, obj = key
+    if kind == "nnx":
 
         def fn(state, x):
-            module = nnx.merge(graphdef, state)
+            module = nnx.merge(obj, state)
             if callable(getattr(module, "taps", None)):
                 return _interpret(module.taps(x), layers)
             if not layers:
@@ -199,16 +218,13 @@ def _adapter(model, params, variables, layers) -> tuple[Callable[[Any, jax.Array
             out.update(_match(found, layers))
             return out
 
-        return fn, state
-    linen = sys.modules.get("flax.linen")
-    if linen is not None and isinstance(model, linen.Module):
-        if variables is None:
-            raise TypeError("a Linen module needs its variables: extract(module, data, variables=...)")
+        return fn
+    if kind == "linen":
 
         def fn(variables, x):
             if not layers:
-                return _interpret(model.apply(variables, x), ())
-            out, mods = model.apply(variables, x, capture_intermediates=True, mutable=["intermediates"])
+                return _interpret(obj.apply(variables, x), ())
+            out, mods = obj.apply(variables, x, capture_intermediates=True, mutable=["intermediates"])
             found = {}
             flat = jax.tree_util.tree_flatten_with_path(
                 mods["intermediates"], is_leaf=lambda v: isinstance(v, tuple)
@@ -221,14 +237,65 @@ def _adapter(model, params, variables, layers) -> tuple[Callable[[Any, jax.Array
             res.update(_match(found, layers))
             return res
 
-        return fn, variables
-    if callable(model):
-        if params is None:
-            raise TypeError("a plain function model is called as fn(params, x): pass params=")
-        return (lambda params, x: _interpret(model(params, x), layers)), params
-    raise TypeError(
-        f"model must be a Flax NNX module, a Linen module or a function, got {type(model).__name__}"
-    )
+        return fn
+    return lambda params, x: _interpret(obj(params, x), layers)
+
+
+def _build_step(key, layers, wanted, preprocess, classify, num_target_classes, dtype):
+    """The forward function and the jitted extraction step; see :func:`_step`."""
+    fn = _apply_fn(key, layers)
+
+    def forward(state, x):
+        x = preprocess(x) if preprocess is not None else x
+        return fn(state, x)
+
+    @jax.jit
+    def step(state, x, valid, y, acc):
+        out = forward(state, x)
+        feats = jnp.asarray(out["features"])
+        if feats.ndim != 2:
+            feats = pool(feats)
+        mask = jnp.arange(x.shape[0]) < valid
+        kept = {k: (feats if k == "features" else pool(out[k])) for k in wanted if k in out}
+        if acc is None:
+            return kept, None
+        fstats, tstats, joint = acc
+        f = feats.astype(dtype)
+        first = fstats.count == 0  # the first batch fixes the shifts: its own means
+        w = mask.astype(dtype)[:, None]
+        fshift = jnp.where(first, jnp.sum(f * w, axis=0) / jnp.maximum(jnp.sum(w), 1), fstats.shift)
+        fstats = add_stats(fstats._replace(shift=fshift), source_stats(f, mask, shift=fshift))
+        if tstats is not None:
+            yy = jax.nn.one_hot(y, num_target_classes, dtype=dtype) if classify else y.reshape(y.shape[0], -1)
+            yy = yy.astype(dtype)
+            tshift = jnp.where(first, jnp.sum(yy * w, axis=0) / jnp.maximum(jnp.sum(w), 1), tstats.shift)
+            tstats = add_stats(
+                tstats._replace(shift=tshift),
+                cross_stats(f, yy, mask, feature_shift=fshift, target_shift=tshift),
+            )
+        if joint is not None:
+            z = jnp.argmax(out["logits"], axis=-1)
+            joint = joint + joint_histogram(z, y, num_z=joint.shape[0], num_y=joint.shape[1], mask=mask)
+        return kept, (fstats, tstats, joint)
+
+    return forward, step
+
+
+_cached_step = functools.lru_cache(maxsize=32)(_build_step)
+
+
+def _step(*args):
+    """The step for these settings, compiled once per model structure and reused across calls.
+
+    The cache is keyed on the model's structure (NNX graphdef, Linen module or
+    function), never on its weights, so a second :func:`extract` of the same
+    model, or of a model with other weights, does not recompile. Settings that
+    cannot be hashed (an unhashable ``preprocess``) fall back to a fresh step.
+    """
+    try:
+        return _cached_step(*args)
+    except TypeError:
+        return _build_step(*args)
 
 
 def _batches(
@@ -362,43 +429,11 @@ def extract(
     classify = targets is not None and np.issubdtype(targets.dtype, np.integer) and targets.ndim == 1
     if classify and num_target_classes is None:
         num_target_classes = int(targets.max()) + 1
-    fn, state = _adapter(model, params, variables, layers)
+    key, state = _adapter(model, params, variables)
     batches, size, total = _batches(data, batch_size, targets)
     wanted = tuple(keep) + tuple(layers)
     dtype = jnp.result_type(float)
-
-    def forward(state, x):
-        x = preprocess(x) if preprocess is not None else x
-        return fn(state, x)
-
-    @jax.jit
-    def step(state, x, valid, y, acc):
-        out = forward(state, x)
-        feats = jnp.asarray(out["features"])
-        if feats.ndim != 2:
-            feats = pool(feats)
-        mask = jnp.arange(x.shape[0]) < valid
-        kept = {k: (feats if k == "features" else pool(out[k])) for k in wanted if k in out}
-        if acc is None:
-            return kept, None
-        fstats, tstats, joint = acc
-        f = feats.astype(dtype)
-        first = fstats.count == 0  # the first batch fixes the shifts: its own means
-        w = mask.astype(dtype)[:, None]
-        fshift = jnp.where(first, jnp.sum(f * w, axis=0) / jnp.maximum(jnp.sum(w), 1), fstats.shift)
-        fstats = add_stats(fstats._replace(shift=fshift), source_stats(f, mask, shift=fshift))
-        if tstats is not None:
-            yy = jax.nn.one_hot(y, num_target_classes, dtype=dtype) if classify else y.reshape(y.shape[0], -1)
-            yy = yy.astype(dtype)
-            tshift = jnp.where(first, jnp.sum(yy * w, axis=0) / jnp.maximum(jnp.sum(w), 1), tstats.shift)
-            tstats = add_stats(
-                tstats._replace(shift=tshift),
-                cross_stats(f, yy, mask, feature_shift=fshift, target_shift=tshift),
-            )
-        if joint is not None:
-            z = jnp.argmax(out["logits"], axis=-1)
-            joint = joint + joint_histogram(z, y, num_z=joint.shape[0], num_y=joint.shape[1], mask=mask)
-        return kept, (fstats, tstats, joint)
+    forward, step = _step(key, tuple(layers), wanted, preprocess, classify, num_target_classes, dtype)
 
     outputs: dict[str, list] = {}
     acc = None

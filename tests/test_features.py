@@ -44,6 +44,12 @@ def test_function_model_matches_direct_call_and_compiles_once(setup):
     np.testing.assert_array_equal(out.labels, np.argmax(np.asarray(ref["logits"]), axis=1))
     assert out.count == 23 and out.stats is None
     assert traces == [(5, 6)]  # one trace for all batches, the short one included
+    other = {k: v + 1 for k, v in params.items()}
+    again = extract(fn, x[:7], params=other, batch_size=5, layers=("hidden",))
+    assert traces == [(5, 6)]  # a second call, with other weights, reuses the compiled step
+    np.testing.assert_allclose(
+        again.features, _fn(other, jnp.asarray(x[:7]))["features"], rtol=1e-6, atol=1e-6
+    )
 
 
 def test_iterable_of_uneven_batches_equals_array(setup):

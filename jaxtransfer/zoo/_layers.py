@@ -35,7 +35,7 @@ class ConvBN(nnx.Module):
     def __init__(
         self, cin, cout, kernel, *, stride=1, groups=1, padding="TORCH", eps=1e-5, act=True, rngs: nnx.Rngs
     ):
-        pad = "SAME" if padding == "SAME" else [(kernel // 2, kernel // 2)] * 2
+        pad = "SAME" if padding == "SAME" else ((kernel // 2, kernel // 2),) * 2
         self.conv = nnx.Conv(
             cin,
             cout,
