@@ -109,7 +109,8 @@ def main(argv=None) -> int:
     for row in result["results"]:
         print(
             f"{row['case']:20s} {row['sizes']['input']:4d}px batch {row['sizes']['batch']:4d}: "
-            f"extract {row['images_per_s']:8.1f} img/s, nnx.jit loop {row['baseline_images_per_s']:8.1f} img/s "
+            f"extract {row['images_per_s']:8.1f} img/s, "
+            f"nnx.jit loop {row['baseline_images_per_s']:8.1f} img/s "
             f"({row['speedup']:.2f}x), device-only {row['device_only_images_per_s']:8.1f} img/s, "
             f"compile {row['compile_s']:.1f} s"
         )
