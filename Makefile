@@ -16,7 +16,7 @@ $(STAMP): $(BIN)/python pyproject.toml
 	touch $(STAMP)
 
 demo: $(STAMP)
-	$(BIN)/jaxtransfer demo
+	$(BIN)/jaxtransfer rank --layers stage6 --out jaxtransfer-demo-output
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q

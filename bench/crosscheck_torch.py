@@ -76,6 +76,7 @@ def run() -> dict:
             "top1_reference": {k: int(i) for k, i in zip(photos, theirs.argmax(1), strict=True)},
             "top1_prob_ours": {k: float(p) for k, p in zip(photos, np.max(p_ours, axis=1), strict=True)},
         })  # fmt: skip
+        print(json.dumps(rows[-1]), flush=True)
     return {
         "device": str(jax.devices()[0]),
         "jax": jax.__version__,
@@ -94,7 +95,6 @@ def main(argv=None) -> int:
     if args.out:
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
         Path(args.out).write_text(text)
-    print(text)
     return 0
 
 

@@ -25,6 +25,18 @@ from ._transrate import transrate as transrate
 
 __version__ = "0.1.0"
 
+# Flax-based submodules load on first use, so `import jaxtransfer` stays light.
+_SUBMODULES = ("features", "sources", "zoo")
+
+
+def __getattr__(name):
+    if name in _SUBMODULES:
+        import importlib
+
+        return importlib.import_module(f"{__name__}.{name}")
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
 __all__ = [
     "EstimatorInfo",
     "LogMEDetails",

@@ -239,8 +239,10 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_argument("--output", "-o", help="also write the results as JSON here")
     demo.set_defaults(run=_demo)
 
+    from ._cli_rank import add_rank_parser
     from ._cli_zoo import add_zoo_parser
 
+    add_rank_parser(sub)
     add_zoo_parser(sub)
     return parser
 

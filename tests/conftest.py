@@ -1,9 +1,12 @@
-"""Test-wide JAX settings: silent rank promotion is an error here."""
+"""Test-wide JAX settings: silent rank promotion is an error; matmuls at full float32 precision."""
 
 import jax
 import pytest
 
 jax.config.update("jax_numpy_rank_promotion", "raise")
+# float32 matmuls at full precision on every platform (GPUs default to TF32), so that tolerances
+# against float64 references mean the same on CPU and GPU
+jax.config.update("jax_default_matmul_precision", "highest")
 
 
 @pytest.fixture

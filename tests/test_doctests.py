@@ -15,6 +15,8 @@ MODULES = [
     "jaxtransfer._nleep",
     "jaxtransfer._score_matrix",
     "jaxtransfer._transrate",
+    "jaxtransfer.features",
+    "jaxtransfer.zoo",
 ]
 
 

@@ -1,0 +1,283 @@
+"""Actual transferability: transfer a source to a target with Optax and measure it on held-out data.
+
+Two protocols, both from fixed seeds on a train/test split:
+
+* :func:`head_retrain` — a new head on the source's frozen features: a
+  multinomial logistic regression (classification, L2-penalised, full-batch
+  Adam for a fixed number of steps from a zero start, so the convex problem has
+  one answer) or a ridge regression in closed form (regression). One call
+  trains the heads of *all* targets on the same features together, as one
+  ``vmap`` over targets. :func:`head_retrain_matrix` loops over sources.
+* :func:`fine_tune` — a new head on a copy of a Flax NNX model, then training
+  of the whole model or of the variables an NNX filter picks (its last blocks,
+  say), with :func:`jaxtransfer.sources.train`.
+
+Results (:class:`TransferResult`): test accuracy and mean test log-likelihood
+for classification, test mean squared error for regression; ``score`` is the
+"higher is better" actual transferability (accuracy, or −MSE).
+"""
+
+from __future__ import annotations
+
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from flax import nnx
+
+__all__ = ["TransferResult", "fine_tune", "head_retrain", "head_retrain_matrix", "split_mask"]
+
+
+class TransferResult(NamedTuple):
+    """Test metrics of transferred models, one value per target (or [S, T] for a matrix).
+
+    Attributes:
+      accuracy: test accuracy (classification; NaN for regression).
+      log_likelihood: mean test log p(y | x) (classification; NaN for regression).
+      mse: test mean squared error (regression; NaN for classification).
+    """
+
+    accuracy: np.ndarray
+    log_likelihood: np.ndarray
+    mse: np.ndarray
+
+    @property
+    def score(self) -> np.ndarray:
+        """Higher-is-better actual transferability: accuracy, or −MSE for regression."""
+        return np.where(np.isnan(self.accuracy), -self.mse, self.accuracy)
+
+
+def split_mask(n: int, *, test_fraction: float = 0.5, seed: int = 0) -> np.ndarray:
+    """A boolean train mask [n] with ``round(n · (1 − test_fraction))`` True, from a seeded permutation."""
+    if not 0 < test_fraction < 1:
+        raise ValueError(f"test_fraction must be in (0, 1), got {test_fraction}")
+    n_train = round(n * (1 - test_fraction))
+    if n_train < 2 or n - n_train < 1:
+        raise ValueError(f"a split of {n} samples leaves {n_train} to train and {n - n_train} to test")
+    mask = np.zeros(n, bool)
+    mask[np.random.default_rng(seed).permutation(n)[:n_train]] = True
+    return mask
+
+
+def _standardise(features, train):
+    w = train.astype(features.dtype)[:, None]
+    count = jnp.sum(w)
+    mean = jnp.sum(features * w, axis=0, keepdims=True) / count
+    var = jnp.sum(((features - mean) ** 2) * w, axis=0, keepdims=True) / count
+    scale = jnp.where(var > 0, jnp.sqrt(var), 1)
+    return (features - mean) / scale
+
+
+def _logistic_one(f, y, train, num_classes, l2, steps, lr):
+    """One softmax head by full-batch Adam from zero; returns test accuracy and log-likelihood.
+
+    Classes above this target's largest label are masked out of the softmax, so
+    a binary target batched with a 10-class one still gets a binary head.
+    """
+    w_train = train.astype(f.dtype)
+    valid = (jnp.arange(num_classes) <= jnp.max(y))[None, :]
+
+    def head(p):
+        return jnp.where(valid, f @ p[0] + p[1][None, :], -jnp.inf)
+
+    n_train = jnp.sum(w_train)
+    params = (jnp.zeros((f.shape[1], num_classes), f.dtype), jnp.zeros((num_classes,), f.dtype))
+    tx = optax.adam(lr)
+
+    def loss(p):
+        logits = head(p)
+        nll = optax.softmax_cross_entropy_with_integer_labels(logits, y)
+        return jnp.sum(nll * w_train) / n_train + 0.5 * l2 * jnp.sum(p[0] ** 2)
+
+    def step(carry, _):
+        p, state = carry
+        grads = jax.grad(loss)(p)
+        updates, state = tx.update(grads, state, p)
+        return (optax.apply_updates(p, updates), state), None
+
+    (params, _), _ = jax.lax.scan(step, (params, tx.init(params)), None, length=steps)
+    logp = jax.nn.log_softmax(head(params))
+    test = 1 - w_train
+    n_test = jnp.sum(test)
+    acc = jnp.sum((jnp.argmax(logp, axis=1) == y) * test) / n_test
+    ll = jnp.sum(jnp.take_along_axis(logp, y[:, None], axis=1)[:, 0] * test) / n_test
+    return acc, ll
+
+
+def _ridge_one(f, y, train, l2):
+    """Closed-form ridge on the train rows (bias unpenalised); returns the test MSE."""
+    w = train.astype(f.dtype)[:, None]
+    n_train = jnp.sum(w)
+    fm = jnp.sum(f * w, axis=0, keepdims=True) / n_train
+    ym = jnp.sum(y * w, axis=0, keepdims=True) / n_train
+    fc, yc = (f - fm) * w, (y - ym) * w
+    gram = jnp.matmul(fc.T, fc, precision=jax.lax.Precision.HIGHEST)
+    rhs = jnp.matmul(fc.T, yc, precision=jax.lax.Precision.HIGHEST)
+    coef = jnp.linalg.solve(gram + n_train * l2 * jnp.eye(f.shape[1], dtype=f.dtype), rhs)
+    pred = (f - fm) @ coef + ym
+    test = 1 - w[:, 0]
+    return jnp.sum(jnp.mean((pred - y) ** 2, axis=1) * test) / jnp.sum(test)
+
+
+def head_retrain(
+    features,
+    targets,
+    *,
+    train_mask=None,
+    task: str = "classification",
+    num_classes: int | None = None,
+    l2: float = 1e-3,
+    steps: int = 300,
+    learning_rate: float = 0.05,
+    seed: int = 0,
+) -> TransferResult:
+    """Retrain a head on frozen features for every target at once; test metrics per target.
+
+    Features are standardised with the train rows' mean and deviation. For
+    classification the head is softmax regression with penalty ``l2/2·‖W‖²``
+    (bias unpenalised) trained by full-batch Adam for ``steps`` steps from zero;
+    for regression it is ridge with penalty ``l2`` (per train sample, as in
+    :func:`jaxtransfer.linear_mse`) solved exactly. With two classes the softmax
+    head equals logistic regression on w = w₁ − w₂ with penalty ``l2/4·‖w‖²``.
+
+    Args:
+      features: [n, d] source features on the target inputs.
+      targets: [T, n] or [n] integer labels (classification); [T, n], [T, n, k]
+        or [n] real values (regression).
+      train_mask: bool [n], True for training rows; default :func:`split_mask`
+        with ``seed`` (half train, half test).
+      task: ``"classification"`` or ``"regression"``.
+      num_classes: static class count; inferred from the labels when None.
+      l2, steps, learning_rate: the head's training.
+      seed: the split seed when ``train_mask`` is None.
+
+    Returns:
+      :class:`TransferResult` with arrays [T] (scalars' shape () for 1-D targets).
+
+    Raises:
+      ValueError: shapes, an unknown task, a split without train or test rows.
+    """
+    if task not in ("classification", "regression"):
+        raise ValueError(f"task must be 'classification' or 'regression', got {task!r}")
+    f = np.asarray(features, dtype=np.float32 if not jax.config.jax_enable_x64 else np.float64)
+    if f.ndim != 2 or f.shape[0] < 3:
+        raise ValueError(f"features must be [n, d] with n >= 3, got shape {f.shape}")
+    n = f.shape[0]
+    y = np.asarray(targets)
+    single = y.ndim == 1 or (task == "regression" and y.ndim == 2 and y.shape[0] == n and y.shape[1] != n)
+    if single:
+        y = y[None]
+    if y.shape[1] != n:
+        raise ValueError(
+            f"targets must have n={n} samples on axis 1 (or 0 for one target), got {np.shape(targets)}"
+        )
+    train = split_mask(n, seed=seed) if train_mask is None else np.asarray(train_mask, bool)
+    if train.shape != (n,) or train.sum() < 2 or (~train).sum() < 1:
+        raise ValueError(f"train_mask must be bool [{n}] with >= 2 train and >= 1 test rows")
+    fj = _standardise(jnp.asarray(f), jnp.asarray(train))
+    nan = np.full(y.shape[0], np.nan)
+    if task == "classification":
+        if not np.issubdtype(y.dtype, np.integer) or y.min() < 0:
+            raise ValueError("classification targets must be non-negative integer labels")
+        c = int(y.max()) + 1 if num_classes is None else num_classes
+        fn = jax.jit(
+            jax.vmap(lambda yy: _logistic_one(fj, yy, jnp.asarray(train), c, l2, steps, learning_rate))
+        )
+        acc, ll = (np.asarray(v) for v in fn(jnp.asarray(y, jnp.int32)))
+        result = TransferResult(acc, ll, nan)
+    else:
+        yy = y.astype(f.dtype).reshape(y.shape[0], n, -1)
+        mse = np.asarray(
+            jax.jit(jax.vmap(lambda t: _ridge_one(fj, t, jnp.asarray(train), l2)))(jnp.asarray(yy))
+        )
+        result = TransferResult(nan, nan, mse)
+    return TransferResult(*(v[0] for v in result)) if single else result
+
+
+def head_retrain_matrix(sources, targets, **kwargs) -> TransferResult:
+    """:func:`head_retrain` for each source: ``sources`` is a sequence of [n, d_s] features.
+
+    Returns:
+      :class:`TransferResult` with arrays [S, T].
+    """
+    results = [head_retrain(f, targets, **kwargs) for f in sources]
+    return TransferResult(
+        *(np.stack([np.atleast_1d(getattr(r, k)) for r in results]) for k in TransferResult._fields)
+    )
+
+
+def _head_name(model) -> str:
+    for name in ("head", "classifier"):
+        if isinstance(getattr(model, name, None), nnx.Linear):
+            return name
+    raise TypeError(
+        "fine_tune needs a model whose head is an nnx.Linear named 'head' or 'classifier'; "
+        f"got {type(model).__name__}"
+    )
+
+
+def fine_tune(
+    model: nnx.Module,
+    inputs,
+    labels,
+    *,
+    train_mask=None,
+    trainable: Any = "all",
+    epochs: int = 3,
+    batch_size: int = 64,
+    learning_rate: float = 1e-3,
+    seed: int = 0,
+    progress: bool | None = None,
+) -> tuple[nnx.Module, TransferResult]:
+    """Fine-tune a copy of ``model`` with a new head for integer ``labels``; test metrics.
+
+    Args:
+      model: an NNX module with an ``nnx.Linear`` head named ``head`` or
+        ``classifier`` (the zoo's backbones, :mod:`jaxtransfer.sources` models).
+      inputs: [n, ...]; labels: int [n].
+      train_mask: bool [n]; default :func:`split_mask` with ``seed``.
+      trainable: ``"all"``, ``"head"``, or an NNX filter of the variables to
+        train (for example ``nnx.Any(nnx.PathContains("head"), nnx.PathContains("blocks"))``).
+      epochs, batch_size, learning_rate, seed: passed to :func:`jaxtransfer.sources.train`.
+
+    Returns:
+      ``(fine_tuned_model, TransferResult)`` with scalar metrics.
+
+    Notes:
+      Batch-norm statistics stay as they are (the zoo's modules run batch norm
+      with running averages); only parameters are trained.
+    """
+    from .sources import train
+
+    labels = np.asarray(labels)
+    inputs = np.asarray(inputs)
+    n = labels.shape[0]
+    train_rows = split_mask(n, seed=seed) if train_mask is None else np.asarray(train_mask, bool)
+    head = _head_name(model)
+    tuned = nnx.clone(model)
+    num_classes = int(labels.max()) + 1
+    old = getattr(tuned, head)
+    setattr(tuned, head, nnx.Linear(old.in_features, num_classes, rngs=nnx.Rngs(seed)))
+    wrt = (
+        {"all": nnx.Param, "head": nnx.All(nnx.Param, nnx.PathContains(head))}.get(trainable, trainable)
+        if isinstance(trainable, str)
+        else trainable
+    )
+    if isinstance(wrt, str):
+        raise ValueError(f"trainable must be 'all', 'head' or an NNX filter, got {trainable!r}")
+    tuned, _ = train(
+        tuned, inputs[train_rows], labels[train_rows], epochs=epochs, batch_size=batch_size,
+        learning_rate=learning_rate, seed=seed, wrt=wrt, progress=progress,
+    )  # fmt: skip
+    test = ~train_rows
+    logits = []
+    step = nnx.jit(lambda m, x: m(x))
+    for i in range(0, int(test.sum()), batch_size):
+        logits.append(np.asarray(step(tuned, inputs[test][i : i + batch_size])))
+    logp = np.asarray(jax.nn.log_softmax(np.concatenate(logits)))
+    y = labels[test]
+    acc = float(np.mean(logp.argmax(1) == y))
+    ll = float(np.mean(logp[np.arange(y.size), y]))
+    return tuned, TransferResult(np.asarray(acc), np.asarray(ll), np.asarray(np.nan))

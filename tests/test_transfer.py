@@ -1,0 +1,109 @@
+"""Ground truth by transfer: head retraining against scikit-learn, batching over targets, fine-tuning."""
+
+import numpy as np
+import pytest
+from sklearn.linear_model import LogisticRegression, Ridge
+from x64util import x64
+
+from jaxtransfer import sources, transfer
+
+
+@pytest.fixture
+def data(rng):
+    n, d = 240, 6
+    f = rng.normal(size=(n, d))
+    w = rng.normal(size=(d, 3))
+    labels = np.stack([np.argmax(f @ w + 0.5 * rng.normal(size=(n, 3)), axis=1), (f[:, 0] > 0).astype(int)])
+    return f, labels
+
+
+def test_split_mask():
+    m = transfer.split_mask(10, test_fraction=0.3, seed=1)
+    assert m.dtype == bool and m.sum() == 7
+    np.testing.assert_array_equal(m, transfer.split_mask(10, test_fraction=0.3, seed=1))
+    with pytest.raises(ValueError, match="test_fraction"):
+        transfer.split_mask(10, test_fraction=1.0)
+
+
+def test_logistic_head_matches_scikit_learn(data):
+    f, labels = data
+    train = transfer.split_mask(f.shape[0], seed=0)
+    l2 = 0.01
+    with x64():
+        res = transfer.head_retrain(f, labels, train_mask=train, l2=l2, steps=3000, learning_rate=0.05)
+    mu, sd = f[train].mean(0), f[train].std(0)
+    z = (f - mu) / sd
+    for t, y in enumerate(labels):
+        # sklearn minimises C·Σ nll + ½‖W‖²; ours mean nll + ½·l2·‖W‖², so C = 1 / (n_train · l2). For two
+        # classes sklearn fits one vector w = w₁ − w₂, and the optimum of ours has w₁ = −w₂: C doubles.
+        c = (2 if y.max() == 1 else 1) / (train.sum() * l2)
+        clf = LogisticRegression(C=c, tol=1e-10, max_iter=10000).fit(z[train], y[train])
+        logp = clf.predict_log_proba(z[~train])
+        np.testing.assert_allclose(
+            res.log_likelihood[t], np.mean(logp[np.arange((~train).sum()), y[~train]]), atol=2e-4
+        )
+        np.testing.assert_allclose(
+            res.accuracy[t], clf.score(z[~train], y[~train]), atol=1 / (~train).sum() + 1e-9
+        )
+    assert np.all(np.isnan(res.mse)) and np.allclose(res.score, res.accuracy)
+
+
+def test_ridge_head_matches_scikit_learn(rng):
+    n, d = 200, 5
+    f = rng.normal(size=(n, d))
+    y = np.stack([f @ rng.normal(size=(d, 2)) + rng.normal(size=(n, 2)) for _ in range(3)])  # [T=3, n, 2]
+    train = transfer.split_mask(n, seed=2)
+    with x64():
+        res = transfer.head_retrain(f, y, train_mask=train, task="regression", l2=0.1)
+    z = (f - f[train].mean(0)) / f[train].std(0)
+    for t in range(3):
+        model = Ridge(alpha=0.1 * train.sum()).fit(z[train], y[t][train])
+        mse = np.mean((model.predict(z[~train]) - y[t][~train]) ** 2)
+        np.testing.assert_allclose(res.mse[t], mse, rtol=1e-8)
+    np.testing.assert_allclose(res.score, -res.mse)
+
+
+def test_batched_equals_looped_and_matrix(data):
+    f, labels = data
+    both = transfer.head_retrain(f, labels, steps=100)
+    for t in range(2):
+        one = transfer.head_retrain(f, labels[t], steps=100)
+        np.testing.assert_allclose(one.accuracy, both.accuracy[t], rtol=1e-6)
+        np.testing.assert_allclose(one.log_likelihood, both.log_likelihood[t], rtol=1e-4)
+    mat = transfer.head_retrain_matrix([f, f[:, :2]], labels, steps=100)
+    assert mat.accuracy.shape == (2, 2)
+    np.testing.assert_allclose(mat.accuracy[0], both.accuracy, rtol=1e-6)
+    assert mat.accuracy[0, 1] > mat.accuracy[1, 1] - 0.05  # both see feature 0, which decides task 1
+
+
+def test_head_retrain_bad_input(data):
+    f, labels = data
+    with pytest.raises(ValueError, match="task must be"):
+        transfer.head_retrain(f, labels, task="ranking")
+    with pytest.raises(ValueError, match="features must be"):
+        transfer.head_retrain(f[0], labels)
+    with pytest.raises(ValueError, match="samples on axis 1"):
+        transfer.head_retrain(f, labels[:, :10])
+    with pytest.raises(ValueError, match="non-negative integer labels"):
+        transfer.head_retrain(f, labels - 1)
+    with pytest.raises(ValueError, match="train_mask must be"):
+        transfer.head_retrain(f, labels, train_mask=np.ones(f.shape[0], bool))
+
+
+def test_fine_tune_source_cnn():
+    from sklearn.datasets import load_digits
+
+    d = load_digits()
+    x, y = (d.images / 16).astype(np.float32), d.target
+    src, _ = sources.train(
+        sources.SmallCNN(2, channels=(8, 16), hidden=32), x, (y >= 5).astype(int), epochs=3
+    )
+    tuned, res = transfer.fine_tune(src, x, y, epochs=12, batch_size=32, learning_rate=3e-3)
+    assert tuned.head.out_features == 10 and src.head.out_features == 2  # a copy; the source is unchanged
+    assert 0.5 < float(res.accuracy) <= 1.0 and float(res.log_likelihood) < 0
+    _, head_only = transfer.fine_tune(src, x, y, trainable="head", epochs=1, batch_size=64)
+    assert float(head_only.accuracy) < float(res.accuracy)
+    with pytest.raises(TypeError, match=r"head is an nnx\.Linear"):
+        from flax import nnx
+
+        transfer.fine_tune(nnx.Linear(2, 2, rngs=nnx.Rngs(0)), x, y)
