@@ -26,7 +26,7 @@ from ._transrate import transrate as transrate
 __version__ = "0.1.0"
 
 # Flax-based submodules load on first use, so `import jaxtransfer` stays light.
-_SUBMODULES = ("features", "sources", "zoo")
+_SUBMODULES = ("evaluation", "features", "sources", "transfer", "zoo")
 
 
 def __getattr__(name):
@@ -34,6 +34,10 @@ def __getattr__(name):
         import importlib
 
         return importlib.import_module(f"{__name__}.{name}")
+    if name == "rank":  # the main job, see `jaxtransfer rank`
+        from ._rank import rank
+
+        return rank
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 

@@ -32,9 +32,9 @@ def _rank(args) -> int:
             image_size = args.image_size
             what = args.data
         else:
-            images, labels, names = default_dataset(args.max_samples)
+            images, labels, names = default_dataset(args.max_samples or 1000)
             image_size = args.image_size or 64  # 8×8 digits: 64 px keeps the CPU run to minutes
-            what = "scikit-learn digits, 20 attribute tasks"
+            what = "scikit-learn digits (first 1000 unless --max-samples), 20 attribute tasks"
         models = args.sources or list(zoo.available())
         specs = [SourceSpec.parse(m) for m in models]
         specs += [
@@ -95,7 +95,7 @@ def add_rank_parser(sub) -> None:
     p.add_argument(
         "--image-size", type=int, help="input side for the backbones (default: theirs; digits: 64)"
     )
-    p.add_argument("--max-samples", type=int, help="use only the first N images")
+    p.add_argument("--max-samples", type=int, help="use only the first N images (digits default: 1000)")
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--no-ground-truth", action="store_true", help="skip head retraining (and the evaluation)")
     p.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples for the intervals")

@@ -137,7 +137,10 @@ def load_dataset(path: str | Path) -> tuple[np.ndarray, np.ndarray, list[str]]:
 
 
 def default_dataset(max_samples: int | None = None) -> tuple[np.ndarray, np.ndarray, list[str]]:
-    """scikit-learn's 1,797 handwritten digits (8×8, floats in [0, 1]) and their 20 attribute tasks."""
+    """scikit-learn's handwritten digits (8×8, floats in [0, 1]) and their 20 attribute tasks.
+
+    The first ``max_samples`` of the 1,797 images (all when None).
+    """
     from ._demo import _load_digits, digits_attribute_tasks
 
     images, _ = _load_digits()
@@ -267,8 +270,11 @@ def rank(
                     options["num_source_classes"] = probs.shape[1]
             else:
                 source = feats[spec.name]
-            if est == "linear_mse":  # ridge on the one-hot labels, one target task at a time
-                row = [float(fn(source, np.eye(y.max() + 1, dtype=np.float32)[y], **options)) for y in labels]
+            if est == "linear_mse":
+                # ridge on one-hot labels; padding every task to the largest class count adds zero
+                # columns, which add nothing to the objective, so one factorisation serves all tasks
+                onehot = np.eye(labels.max() + 1, dtype=np.float32)[labels]
+                row = np.asarray(score_matrix(fn, source[None], onehot, **options))[0]
             else:
                 row = np.asarray(score_matrix(fn, source[None], labels, **options))[0]
             scores[est][i] = row
@@ -302,10 +308,12 @@ def ranked_table(result: RankResult) -> str:
     ests = list(result.scores)
     s = len(result.sources)
 
-    def mean_rank(mat):  # 1 = best for every target, averaged over targets
+    def mean_rank(mat):  # 1 = best for every target, averaged over targets; NaN for unscored sources
         order = np.argsort(np.argsort(-np.nan_to_num(mat, nan=-np.inf), axis=0), axis=0) + 1.0
-        order[np.isnan(mat)] = np.nan
-        return np.nanmean(order, axis=1) if not np.all(np.isnan(order)) else np.full(s, np.nan)
+        scored = ~np.isnan(mat).all(axis=1)
+        out = np.full(s, np.nan)
+        out[scored] = order[scored].mean(axis=1)
+        return out
 
     key = result.actual.mean(axis=1) if result.actual is not None else -mean_rank(result.scores[ests[0]])
     rows = np.argsort(-key)

@@ -27,6 +27,7 @@ References:
 
 from __future__ import annotations
 
+import functools
 from typing import NamedTuple
 
 import jax
@@ -148,6 +149,15 @@ def _statistics(scores, actual, k):
     return out
 
 
+_point = jax.jit(_statistics, static_argnums=2)
+
+
+@functools.partial(jax.jit, static_argnums=3)
+def _bootstrap(scores, actual, idx, k):
+    """The statistics of every resample of the sources (rows), as one vmap."""
+    return jax.vmap(lambda i: _statistics(scores[i], actual[i], k))(idx)
+
+
 class Interval(NamedTuple):
     """A statistic with its bootstrap percentile interval."""
 
@@ -198,11 +208,11 @@ def evaluate(
             raise ValueError(f"{name} has non-finite values")
     k = min(k, s.shape[0])
     sj, aj = jnp.asarray(s), jnp.asarray(a)
-    point = jax.jit(_statistics, static_argnums=2)(sj, aj, k)
+    point = _point(sj, aj, k)
     if num_bootstrap <= 0:
         return {name: Interval(float(v), float(v), float(v)) for name, v in point.items()}
     idx = jax.random.randint(jax.random.key(seed), (num_bootstrap, s.shape[0]), 0, s.shape[0])
-    boot = jax.jit(jax.vmap(lambda i: _statistics(sj[i], aj[i], k)))(idx)
+    boot = _bootstrap(sj, aj, idx, k)
     lo, hi = 100 * (1 - confidence) / 2, 100 * (1 + confidence) / 2
     out = {}
     for name, v in point.items():
