@@ -10,7 +10,23 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["write_npz"]
+__all__ = ["read_npz", "write_npz"]
+
+
+def read_npz(
+    path: Path, *, what: str, error: type[Exception] = ValueError, hint: str = ""
+) -> dict[str, np.ndarray]:
+    """Every array of an ``.npz`` file, read with ``allow_pickle=False`` (object arrays refused).
+
+    Raises:
+      error: ``"{path} is not a readable {what} (...){hint}"`` when the file is
+        not a zip of ``.npy`` arrays, holds pickled objects, or is truncated.
+    """
+    try:
+        with np.load(path, allow_pickle=False) as npz:
+            return {k: npz[k] for k in npz.files}
+    except Exception as err:
+        raise error(f"{path} is not a readable {what} ({type(err).__name__}: {err}){hint}") from None
 
 
 def write_npz(path: str | os.PathLike, arrays: Mapping[str, np.ndarray]) -> Path:

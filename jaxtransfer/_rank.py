@@ -122,13 +122,9 @@ def load_dataset(path: str | Path) -> tuple[np.ndarray, np.ndarray, list[str]]:
     path = Path(path)
     if not path.is_file():
         raise ValueError(f"--data: no such file: {path}")
-    try:
-        with np.load(path, allow_pickle=False) as npz:
-            arrays = {k: npz[k] for k in npz.files}
-    except Exception as err:
-        raise ValueError(
-            f"--data: {path} is not a readable .npz file ({type(err).__name__}: {err})"
-        ) from None
+    from ._io import read_npz
+
+    arrays = read_npz(path, what=".npz file")
     missing = [k for k in ("images", "labels") if k not in arrays]
     if missing:
         raise ValueError(f"--data: {path} needs arrays 'images' and 'labels'; it has {sorted(arrays)}")
@@ -258,8 +254,12 @@ def rank(
     start = time.perf_counter()
     source_names = [s.name for s in sources]
     scores = {e: np.full((len(sources), len(names)), np.nan) for e in wanted}
+    bar = features._progress(len(sources) * len(wanted), progress, "scores", unit="score")
     for i, spec in enumerate(sources):
         for est in wanted:
+            if bar is not None:
+                bar.update(1)
+                bar.set_postfix_str(f"{spec.name} {est}")
             fn, options = _estimator_call(est, seed)
             if est in PREDICTION_ESTIMATORS:
                 if spec.layer is not None or spec.model not in preds:
@@ -278,15 +278,26 @@ def rank(
             else:
                 row = np.asarray(score_matrix(fn, source[None], labels, **options))[0]
             scores[est][i] = row
+    if bar is not None:
+        bar.close()
     scores = {e: v for e, v in scores.items() if not np.all(np.isnan(v))}
     timings["scores"] = time.perf_counter() - start
+    print_fn(f"  scores: {len(scores)} estimators × {len(sources)} sources × {len(names)} targets")
 
     # 3. ground truth
     actual = loglik = None
     if ground_truth:
         start = time.perf_counter()
-        result = transfer.head_retrain_matrix([feats[s] for s in source_names], labels, seed=seed)
-        actual, loglik = result.accuracy, result.log_likelihood
+        rows = []
+        bar = features._progress(len(source_names), progress, "head retraining", unit="source")
+        for s in source_names:
+            rows.append(transfer.head_retrain(feats[s], labels, seed=seed))
+            if bar is not None:
+                bar.update(1)
+        if bar is not None:
+            bar.close()
+        actual = np.stack([np.atleast_1d(r.accuracy) for r in rows])
+        loglik = np.stack([np.atleast_1d(r.log_likelihood) for r in rows])
         timings["ground_truth"] = time.perf_counter() - start
 
     # 4. evaluation

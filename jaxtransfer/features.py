@@ -343,7 +343,7 @@ def _pad(x, size: int):
     return jnp.pad(x, pad) if isinstance(x, jax.Array) else np.pad(np.asarray(x), pad)
 
 
-def _progress(total: int | None, enabled: bool | None, desc: str):
+def _progress(total: int | None, enabled: bool | None, desc: str, unit: str = "img"):
     enabled = sys.stderr.isatty() if enabled is None else enabled
     try:
         from tqdm.auto import tqdm
@@ -351,7 +351,7 @@ def _progress(total: int | None, enabled: bool | None, desc: str):
         tqdm = None
     if not enabled or tqdm is None:
         return None
-    return tqdm(total=total, desc=desc, unit="img", leave=False, dynamic_ncols=True)
+    return tqdm(total=total, desc=desc, unit=unit, leave=False, dynamic_ncols=True)
 
 
 def extract(

@@ -31,7 +31,7 @@ import numpy as np
 import optax
 from flax import nnx
 
-from ._io import write_npz
+from ._io import read_npz, write_npz
 from ._nnx import get_value, module_list, set_value
 from .features import _progress
 
@@ -232,7 +232,7 @@ def train(
     rng = np.random.default_rng(seed)
     steps = n // batch_size
     losses, accs = [], []
-    bar = _progress(epochs, progress, "train")
+    bar = _progress(epochs, progress, "train", unit="epoch")
     for _ in range(epochs):
         order = rng.permutation(n)
         ep_loss, ep_acc = [], []
@@ -287,11 +287,7 @@ def load(path: str | os.PathLike) -> nnx.Module:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"no such model file: {path}")
-    try:
-        with np.load(path, allow_pickle=False) as npz:
-            arrays = {k: npz[k] for k in npz.files}
-    except Exception as err:
-        raise ValueError(f"{path} is not a readable model file ({type(err).__name__}: {err})") from None
+    arrays = read_npz(path, what="model file")
     try:
         config = json.loads(str(arrays.pop(_CONFIG_KEY)))
         cls = _MODELS[config.pop("class")]

