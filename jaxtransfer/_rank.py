@@ -254,6 +254,7 @@ def rank(
     start = time.perf_counter()
     source_names = [s.name for s in sources]
     scores = {e: np.full((len(sources), len(names)), np.nan) for e in wanted}
+    onehot = np.eye(labels.max() + 1, dtype=np.float32)[labels] if "linear_mse" in wanted else None
     bar = features._progress(len(sources) * len(wanted), progress, "scores", unit="score")
     for i, spec in enumerate(sources):
         for est in wanted:
@@ -273,7 +274,6 @@ def rank(
             if est == "linear_mse":
                 # ridge on one-hot labels; padding every task to the largest class count adds zero
                 # columns, which add nothing to the objective, so one factorisation serves all tasks
-                onehot = np.eye(labels.max() + 1, dtype=np.float32)[labels]
                 row = np.asarray(score_matrix(fn, source[None], onehot, **options))[0]
             else:
                 row = np.asarray(score_matrix(fn, source[None], labels, **options))[0]
@@ -288,16 +288,10 @@ def rank(
     actual = loglik = None
     if ground_truth:
         start = time.perf_counter()
-        rows = []
-        bar = features._progress(len(source_names), progress, "head retraining", unit="source")
-        for s in source_names:
-            rows.append(transfer.head_retrain(feats[s], labels, seed=seed))
-            if bar is not None:
-                bar.update(1)
-        if bar is not None:
-            bar.close()
-        actual = np.stack([np.atleast_1d(r.accuracy) for r in rows])
-        loglik = np.stack([np.atleast_1d(r.log_likelihood) for r in rows])
+        result = transfer.head_retrain_matrix(
+            [feats[s] for s in source_names], labels, seed=seed, progress=progress
+        )
+        actual, loglik = result.accuracy, result.log_likelihood
         timings["ground_truth"] = time.perf_counter() - start
 
     # 4. evaluation

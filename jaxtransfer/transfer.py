@@ -19,6 +19,7 @@ for classification, test mean squared error for regression; ``score`` is the
 
 from __future__ import annotations
 
+from functools import partial
 from typing import Any, NamedTuple
 
 import jax
@@ -121,6 +122,20 @@ def _ridge_one(f, y, train, l2):
     return jnp.sum(jnp.mean((pred - y) ** 2, axis=1) * test) / jnp.sum(test)
 
 
+@partial(jax.jit, static_argnames=("num_classes", "steps"))
+def _logistic_all(f, ys, train, l2, lr, *, num_classes, steps):
+    """Softmax heads for every target [T, n] on one source's features; compiled once per shape."""
+    z = _standardise(f, train)
+    return jax.vmap(lambda y: _logistic_one(z, y, train, num_classes, l2, steps, lr))(ys)
+
+
+@jax.jit
+def _ridge_all(f, ys, train, l2):
+    """Ridge heads for every target [T, n, k] on one source's features; compiled once per shape."""
+    z = _standardise(f, train)
+    return jax.vmap(lambda t: _ridge_one(z, t, train, l2))(ys)
+
+
 def head_retrain(
     features,
     targets,
@@ -176,33 +191,42 @@ def head_retrain(
     train = split_mask(n, seed=seed) if train_mask is None else np.asarray(train_mask, bool)
     if train.shape != (n,) or train.sum() < 2 or (~train).sum() < 1:
         raise ValueError(f"train_mask must be bool [{n}] with >= 2 train and >= 1 test rows")
-    fj = _standardise(jnp.asarray(f), jnp.asarray(train))
+    fj, tj = jnp.asarray(f), jnp.asarray(train)
     nan = np.full(y.shape[0], np.nan)
     if task == "classification":
         if not np.issubdtype(y.dtype, np.integer) or y.min() < 0:
             raise ValueError("classification targets must be non-negative integer labels")
         c = int(y.max()) + 1 if num_classes is None else num_classes
-        fn = jax.jit(
-            jax.vmap(lambda yy: _logistic_one(fj, yy, jnp.asarray(train), c, l2, steps, learning_rate))
-        )
-        acc, ll = (np.asarray(v) for v in fn(jnp.asarray(y, jnp.int32)))
+        out = _logistic_all(fj, jnp.asarray(y, jnp.int32), tj, l2, learning_rate, num_classes=c, steps=steps)
+        acc, ll = (np.asarray(v) for v in out)
         result = TransferResult(acc, ll, nan)
     else:
         yy = y.astype(f.dtype).reshape(y.shape[0], n, -1)
-        mse = np.asarray(
-            jax.jit(jax.vmap(lambda t: _ridge_one(fj, t, jnp.asarray(train), l2)))(jnp.asarray(yy))
-        )
+        mse = np.asarray(_ridge_all(fj, jnp.asarray(yy), tj, l2))
         result = TransferResult(nan, nan, mse)
     return TransferResult(*(v[0] for v in result)) if single else result
 
 
-def head_retrain_matrix(sources, targets, **kwargs) -> TransferResult:
+def head_retrain_matrix(sources, targets, *, progress: bool | None = False, **kwargs) -> TransferResult:
     """:func:`head_retrain` for each source: ``sources`` is a sequence of [n, d_s] features.
+
+    Args:
+      progress: a progress bar over sources (``None``: when stderr is a terminal).
 
     Returns:
       :class:`TransferResult` with arrays [S, T].
     """
-    results = [head_retrain(f, targets, **kwargs) for f in sources]
+    from .features import _progress
+
+    sources = list(sources)
+    bar = _progress(len(sources), progress, "head retraining", unit="source")
+    results = []
+    for f in sources:
+        results.append(head_retrain(f, targets, **kwargs))
+        if bar is not None:
+            bar.update(1)
+    if bar is not None:
+        bar.close()
     return TransferResult(
         *(np.stack([np.atleast_1d(getattr(r, k)) for r in results]) for k in TransferResult._fields)
     )
@@ -272,12 +296,10 @@ def fine_tune(
         learning_rate=learning_rate, seed=seed, wrt=wrt, progress=progress,
     )  # fmt: skip
     test = ~train_rows
-    logits = []
+    x_test, y = inputs[test], labels[test]
     step = nnx.jit(lambda m, x: m(x))
-    for i in range(0, int(test.sum()), batch_size):
-        logits.append(np.asarray(step(tuned, inputs[test][i : i + batch_size])))
+    logits = [np.asarray(step(tuned, x_test[i : i + batch_size])) for i in range(0, y.size, batch_size)]
     logp = np.asarray(jax.nn.log_softmax(np.concatenate(logits)))
-    y = labels[test]
     acc = float(np.mean(logp.argmax(1) == y))
     ll = float(np.mean(logp[np.arange(y.size), y]))
     return tuned, TransferResult(np.asarray(acc), np.asarray(ll), np.asarray(np.nan))
