@@ -26,7 +26,7 @@ from ._transrate import transrate as transrate
 __version__ = "0.1.0"
 
 # Flax-based submodules load on first use, so `import jaxtransfer` stays light.
-_SUBMODULES = ("evaluation", "features", "sources", "transfer", "zoo")
+_SUBMODULES = ("evaluation", "features", "sources", "sprites", "transfer", "zoo")
 
 
 def __getattr__(name):

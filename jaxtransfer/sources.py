@@ -48,8 +48,13 @@ def _as_float(x: jax.Array) -> jax.Array:
 
 class SmallCNN(nnx.Module):
     """A small convolutional network: ``len(channels)`` stages of 3×3 conv + ReLU
-    (stride 2 after the first), global average pooling, a dense ReLU layer of
-    ``hidden`` units (the features), and a linear head of ``num_outputs``.
+    (stride ``stem_stride`` for the first, 2 after), global average pooling, a
+    dense ReLU layer of ``hidden`` units (the features), and a linear head of
+    ``num_outputs``.
+
+    With ``coords=True`` two channels holding each pixel's x and y in [−1, 1]
+    are appended to the input (CoordConv, Liu et al., NeurIPS 2018), so the
+    pooled features can locate things — what keypoint regression needs.
 
     Taps: ``conv1`` … ``convK`` (pooled), ``features``, ``logits``.
     """
@@ -61,16 +66,21 @@ class SmallCNN(nnx.Module):
         in_channels: int = 1,
         channels: Sequence[int] = (16, 32, 64),
         hidden: int = 64,
+        coords: bool = False,
+        stem_stride: int = 1,
         seed: int = 0,
     ):
         rngs = nnx.Rngs(seed)
         self.config = json.dumps(
             {"class": "SmallCNN", "num_outputs": num_outputs, "in_channels": in_channels,
-             "channels": list(channels), "hidden": hidden, "seed": seed}
+             "channels": list(channels), "hidden": hidden, "coords": coords, "stem_stride": stem_stride,
+             "seed": seed}
         )  # fmt: skip
-        convs, cin = [], in_channels
+        self.coords = coords
+        convs, cin = [], in_channels + 2 * coords
         for i, c in enumerate(channels):
-            convs.append(nnx.Conv(cin, c, (3, 3), strides=1 if i == 0 else 2, padding="SAME", rngs=rngs))
+            stride = stem_stride if i == 0 else 2
+            convs.append(nnx.Conv(cin, c, (3, 3), strides=stride, padding="SAME", rngs=rngs))
             cin = c
         self.convs = module_list(convs)
         self.dense = nnx.Linear(cin, hidden, rngs=rngs)
@@ -81,6 +91,11 @@ class SmallCNN(nnx.Module):
         y = _as_float(x)
         if y.ndim == 3:
             y = y[..., None]
+        if self.coords:
+            n, h, w = y.shape[:3]
+            gy, gx = jnp.meshgrid(jnp.linspace(-1, 1, h), jnp.linspace(-1, 1, w), indexing="ij")
+            grid = jnp.broadcast_to(jnp.stack([gx, gy], -1)[None], (n, h, w, 2)).astype(y.dtype)
+            y = jnp.concatenate([y, grid], axis=-1)
         out = {}
         for name, conv in zip(self.layer_names, self.convs, strict=True):
             y = jax.nn.relu(conv(y))

@@ -105,3 +105,16 @@ def test_train_bad_input(digits):
     with pytest.raises(TypeError, match="model must be one of"):
         sources.save("/tmp/x.npz", nnx.Linear(2, 2, rngs=nnx.Rngs(0)))
     assert jax.numpy.isfinite(model(x[:2])).all()
+
+
+def test_small_cnn_coords_and_stem_stride(tmp_path):
+    import jax.numpy as jnp
+
+    m = sources.SmallCNN(2, in_channels=3, channels=(4, 8), hidden=8, coords=True, stem_stride=2, seed=1)
+    assert m.convs[0].in_features == 5  # three colours and the two coordinate channels
+    x = np.random.default_rng(0).random((3, 16, 16, 3)).astype(np.float32)
+    taps = m.taps(jnp.asarray(x))
+    assert taps["logits"].shape == (3, 2) and taps["conv2"].shape == (3, 8)
+    back = sources.load(sources.save(tmp_path / "m", m))
+    np.testing.assert_allclose(np.asarray(back(jnp.asarray(x))), np.asarray(m(jnp.asarray(x))), rtol=1e-6)
+    assert back.coords and back.convs[0].strides in (2, (2, 2))
