@@ -28,7 +28,14 @@ import numpy as np
 import optax
 from flax import nnx
 
-__all__ = ["TransferResult", "fine_tune", "head_retrain", "head_retrain_matrix", "split_mask"]
+__all__ = [
+    "TransferResult",
+    "fine_tune",
+    "fine_tune_many",
+    "head_retrain",
+    "head_retrain_matrix",
+    "split_mask",
+]
 
 
 class TransferResult(NamedTuple):
@@ -242,6 +249,171 @@ def _head_name(model) -> str:
     )
 
 
+def _trainable_filter(trainable: Any, head: str):
+    if isinstance(trainable, str):
+        filters = {"all": nnx.Param, "head": nnx.All(nnx.Param, nnx.PathContains(head))}
+        if trainable not in filters:
+            raise ValueError(f"trainable must be 'all', 'head' or an NNX filter, got {trainable!r}")
+        return filters[trainable]
+    return trainable
+
+
+def _new_head_model(model, num_outputs: int, seed: int):
+    head = _head_name(model)
+    tuned = nnx.clone(model)
+    old = getattr(tuned, head)
+    setattr(tuned, head, nnx.Linear(old.in_features, num_outputs, rngs=nnx.Rngs(seed)))
+    return tuned, head
+
+
+def _tuning_targets(targets, n: int):
+    """Targets as [T, n] int labels or [T, n, k] floats; whether it is classification; T was given."""
+    y = np.asarray(targets)
+    if y.dtype == object or not (np.issubdtype(y.dtype, np.integer) or np.issubdtype(y.dtype, np.floating)):
+        raise TypeError(f"targets must be integer labels or real values, got dtype {y.dtype}")
+    classify = np.issubdtype(y.dtype, np.integer)
+    if classify:
+        stacked = y.ndim == 2
+        y = y if stacked else y[None]
+        if y.ndim != 2:
+            raise ValueError(f"labels must be [n] or [T, n], got shape {np.shape(targets)}")
+        if y.size and y.min() < 0:
+            raise ValueError("labels must be non-negative integers")
+    else:
+        stacked = y.ndim == 3 or (y.ndim == 2 and y.shape[0] != n)
+        y = (
+            (y if y.ndim == 3 else y[..., None])
+            if stacked
+            else (y[None] if y.ndim == 2 else y[None, :, None])
+        )
+        if not np.all(np.isfinite(y)):
+            raise ValueError("targets hold NaN or infinite values")
+        y = y.astype(np.float32)
+    if y.shape[1] != n:
+        raise ValueError(f"targets must have n={n} samples, got shape {np.shape(targets)}")
+    return y, classify, stacked
+
+
+def fine_tune_many(
+    model: nnx.Module,
+    inputs,
+    targets,
+    *,
+    train_mask=None,
+    trainable: Any = "all",
+    epochs: int = 3,
+    batch_size: int = 64,
+    learning_rate: float = 1e-3,
+    weight_decay: float = 1e-4,
+    seed: int = 0,
+    progress: bool | None = None,
+) -> tuple[Any, TransferResult]:
+    """Fine-tune one model to T targets on the same inputs at once: T copies trained as one ``vmap``.
+
+    Each target gets a copy of ``model`` with a new head (the same seeded
+    initialisation for all), trained with AdamW on the same shuffled
+    mini-batches of the train rows (``numpy.random.default_rng(seed)``, one
+    permutation per epoch, full batches only); only the variables ``trainable``
+    selects change. All T copies are updated by one jitted, vmapped step, so the
+    step compiles once for a model structure and T, whatever the targets hold.
+
+    Integer targets are class labels (softmax cross-entropy; the head has as
+    many outputs as the largest class count, and the classes above a target's
+    largest label are masked out of its softmax, as in :func:`head_retrain`);
+    float targets are regression outputs (mean squared error over the k outputs).
+
+    Args:
+      model: an NNX module with an ``nnx.Linear`` head named ``head`` or
+        ``classifier``.
+      inputs: [n, ...].
+      targets: int [T, n] or [n] labels; float [T, n, k], [T, n] or [n, k] / [n]
+        values ([T, n] is read as T targets when T != n).
+      train_mask: bool [n]; default :func:`split_mask` with ``seed``.
+      trainable: ``"all"``, ``"head"`` or an NNX filter of the variables to train.
+      epochs, batch_size, learning_rate, weight_decay, seed: the optimisation.
+      progress: progress bar over epochs (None: when stderr is a terminal).
+
+    Returns:
+      ``(trained, TransferResult)``: ``trained`` is ``(graphdef, params, rest)``
+      with params stacked [T, ...] (``nnx.merge(graphdef, params_t, rest)`` gives
+      copy t), and the test metrics [T] (scalars for a single target).
+
+    Raises:
+      ValueError, TypeError: shapes, dtypes, a bad split or filter, a model without a linear head.
+    """
+    from .features import _progress
+    from .sources import _outputs
+
+    x = np.asarray(inputs)
+    n = x.shape[0]
+    y, classify, stacked = _tuning_targets(targets, n)
+    train_rows = split_mask(n, seed=seed) if train_mask is None else np.asarray(train_mask, bool)
+    if train_rows.shape != (n,) or train_rows.sum() < 1 or (~train_rows).sum() < 1:
+        raise ValueError(f"train_mask must be bool [{n}] with train and test rows")
+    for name, v in (("epochs", epochs), ("batch_size", batch_size)):
+        if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+            raise ValueError(f"{name} must be a positive int, got {v!r}")
+    num_outputs = int(y.max()) + 1 if classify else y.shape[2]
+    tuned, head = _new_head_model(model, num_outputs, seed)
+    graphdef, params, rest = nnx.split(tuned, _trainable_filter(trainable, head), ...)
+    t = y.shape[0]
+    valid = jnp.asarray(np.arange(num_outputs)[None, :] <= y.max(axis=1)[:, None]) if classify else None
+    tx = optax.adamw(learning_rate, weight_decay=weight_decay)
+    params = jax.tree.map(lambda p: jnp.broadcast_to(p, (t, *p.shape)), params)
+    opt_state = jax.vmap(tx.init)(params)
+
+    def outputs(p, xb, ok):
+        out = _outputs(nnx.merge(graphdef, p, rest), xb)
+        return jnp.where(ok[None, :], out, -1e9) if classify else out
+
+    def one_step(p, state, ok, xb, yb):
+        def loss_fn(q):
+            out = outputs(q, xb, ok)
+            if classify:
+                return optax.softmax_cross_entropy_with_integer_labels(out, yb).mean()
+            return jnp.mean((out - yb) ** 2)
+
+        loss, grads = jax.value_and_grad(loss_fn)(p)
+        updates, state = tx.update(grads, state, p)
+        return optax.apply_updates(p, updates), state, loss
+
+    ok_all = valid if classify else jnp.ones((t, num_outputs), bool)
+    step = jax.jit(jax.vmap(one_step, in_axes=(0, 0, 0, None, 0)))
+    x_train, y_train = x[train_rows], y[:, train_rows]
+    n_train = x_train.shape[0]
+    bs = min(batch_size, n_train)
+    rng = np.random.default_rng(seed)
+    bar = _progress(epochs, progress, "fine-tuning", unit="epoch")
+    for _ in range(epochs):
+        order = rng.permutation(n_train)
+        for i in range(n_train // bs):
+            idx = order[i * bs : (i + 1) * bs]
+            params, opt_state, loss = step(params, opt_state, ok_all, x_train[idx], y_train[:, idx])
+        if bar is not None:
+            bar.update(1)
+            bar.set_postfix(loss=f"{float(jnp.mean(loss)):.4f}")
+    if bar is not None:
+        bar.close()
+
+    predict = jax.jit(jax.vmap(outputs, in_axes=(0, None, 0)))
+    x_test, y_test = x[~train_rows], y[:, ~train_rows]
+    out = np.concatenate(
+        [np.asarray(predict(params, x_test[i : i + bs], ok_all)) for i in range(0, x_test.shape[0], bs)],
+        axis=1,
+    )
+    nan = np.full(t, np.nan)
+    if classify:
+        logp = np.asarray(jax.nn.log_softmax(out, axis=-1))
+        acc = np.mean(logp.argmax(-1) == y_test, axis=1)
+        ll = np.mean(np.take_along_axis(logp, y_test[..., None], axis=-1)[..., 0], axis=1)
+        result = TransferResult(acc, ll, nan)
+    else:
+        result = TransferResult(nan, nan, np.mean((out - y_test) ** 2, axis=(1, 2)))
+    if not stacked:
+        result = TransferResult(*(v[0] for v in result))
+    return (graphdef, params, rest), result
+
+
 def fine_tune(
     model: nnx.Module,
     inputs,
@@ -255,16 +427,19 @@ def fine_tune(
     seed: int = 0,
     progress: bool | None = None,
 ) -> tuple[nnx.Module, TransferResult]:
-    """Fine-tune a copy of ``model`` with a new head for integer ``labels``; test metrics.
+    """Fine-tune a copy of ``model`` with a new head for one target; test metrics.
+
+    :func:`fine_tune_many` with one target, returning the fine-tuned model.
 
     Args:
       model: an NNX module with an ``nnx.Linear`` head named ``head`` or
         ``classifier`` (the zoo's backbones, :mod:`jaxtransfer.sources` models).
-      inputs: [n, ...]; labels: int [n].
+      inputs: [n, ...]; labels: int [n] (classification) or float [n] / [n, k]
+        (regression).
       train_mask: bool [n]; default :func:`split_mask` with ``seed``.
       trainable: ``"all"``, ``"head"``, or an NNX filter of the variables to
         train (for example ``nnx.Any(nnx.PathContains("head"), nnx.PathContains("blocks"))``).
-      epochs, batch_size, learning_rate, seed: passed to :func:`jaxtransfer.sources.train`.
+      epochs, batch_size, learning_rate, seed: the optimisation (AdamW, weight decay 1e-4).
 
     Returns:
       ``(fine_tuned_model, TransferResult)`` with scalar metrics.
@@ -273,33 +448,8 @@ def fine_tune(
       Batch-norm statistics stay as they are (the zoo's modules run batch norm
       with running averages); only parameters are trained.
     """
-    from .sources import train
-
-    labels = np.asarray(labels)
-    inputs = np.asarray(inputs)
-    n = labels.shape[0]
-    train_rows = split_mask(n, seed=seed) if train_mask is None else np.asarray(train_mask, bool)
-    head = _head_name(model)
-    tuned = nnx.clone(model)
-    num_classes = int(labels.max()) + 1
-    old = getattr(tuned, head)
-    setattr(tuned, head, nnx.Linear(old.in_features, num_classes, rngs=nnx.Rngs(seed)))
-    wrt = (
-        {"all": nnx.Param, "head": nnx.All(nnx.Param, nnx.PathContains(head))}.get(trainable, trainable)
-        if isinstance(trainable, str)
-        else trainable
-    )
-    if isinstance(wrt, str):
-        raise ValueError(f"trainable must be 'all', 'head' or an NNX filter, got {trainable!r}")
-    tuned, _ = train(
-        tuned, inputs[train_rows], labels[train_rows], epochs=epochs, batch_size=batch_size,
-        learning_rate=learning_rate, seed=seed, wrt=wrt, progress=progress,
+    (graphdef, params, rest), result = fine_tune_many(
+        model, inputs, labels, train_mask=train_mask, trainable=trainable, epochs=epochs,
+        batch_size=batch_size, learning_rate=learning_rate, seed=seed, progress=progress,
     )  # fmt: skip
-    test = ~train_rows
-    x_test, y = inputs[test], labels[test]
-    step = nnx.jit(lambda m, x: m(x))
-    logits = [np.asarray(step(tuned, x_test[i : i + batch_size])) for i in range(0, y.size, batch_size)]
-    logp = np.asarray(jax.nn.log_softmax(np.concatenate(logits)))
-    acc = float(np.mean(logp.argmax(1) == y))
-    ll = float(np.mean(logp[np.arange(y.size), y]))
-    return tuned, TransferResult(np.asarray(acc), np.asarray(ll), np.asarray(np.nan))
+    return nnx.merge(graphdef, jax.tree.map(lambda p: p[0], params), rest), result

@@ -1,5 +1,6 @@
 """Ground truth by transfer: head retraining against scikit-learn, batching over targets, fine-tuning."""
 
+import jax
 import numpy as np
 import pytest
 from sklearn.linear_model import LogisticRegression, Ridge
@@ -107,3 +108,78 @@ def test_fine_tune_source_cnn():
         from flax import nnx
 
         transfer.fine_tune(nnx.Linear(2, 2, rngs=nnx.Rngs(0)), x, y)
+
+
+def _regression_setup():
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(120, 6)).astype(np.float32)
+    w = rng.normal(size=(6, 3))
+    y = np.stack([x @ w[:, :2], np.tanh(x @ w[:, 1:])]).astype(np.float32)  # [T=2, n, 2]
+    model = sources.MLP(4, in_features=6, hidden=(16,), seed=1)
+    return x, y, model
+
+
+def test_fine_tune_many_batched_equals_one_target_at_a_time():
+    x, y, model = _regression_setup()
+    kw = dict(epochs=4, batch_size=16, learning_rate=1e-2, seed=3, progress=False)
+    _, both = transfer.fine_tune_many(model, x, y, **kw)
+    for t in range(2):
+        _, one = transfer.fine_tune_many(model, x, y[t], **kw)
+        np.testing.assert_allclose(both.mse[t], one.mse, rtol=1e-4)
+    assert both.mse.shape == (2,) and np.all(np.isnan(both.accuracy))
+
+
+def test_fine_tune_many_matches_sources_train_loop():
+    """The vmapped fine-tuning equals sources.train (a plain loop) on a copy with the same new head."""
+    from flax import nnx
+
+    x, y, model = _regression_setup()
+    mask = transfer.split_mask(x.shape[0], seed=3)
+    kw = dict(epochs=3, batch_size=16, learning_rate=1e-2, seed=3)
+    for trainable, wrt in (("all", nnx.Param), ("head", nnx.All(nnx.Param, nnx.PathContains("head")))):
+        _, res = transfer.fine_tune_many(model, x, y[1], trainable=trainable, progress=False, **kw)
+        copy = nnx.clone(model)
+        copy.head = nnx.Linear(16, 2, rngs=nnx.Rngs(3))
+        trained, _ = sources.train(
+            copy, x[mask], y[1][mask], wrt=wrt, weight_decay=1e-4, progress=False, **kw
+        )
+        pred = np.asarray(trained(x[~mask]), np.float64)
+        expected = np.mean((pred - y[1][~mask]) ** 2)
+        np.testing.assert_allclose(res.mse, expected, rtol=1e-4)
+        if trainable == "head":  # the body is untouched
+            np.testing.assert_array_equal(
+                np.asarray(trained.dense[0].kernel[...]), np.asarray(model.dense[0].kernel[...])
+            )
+
+
+def test_fine_tune_many_classification_masks_absent_classes():
+    from sklearn.datasets import load_digits
+
+    d = load_digits()
+    x, digit = (d.images[:600] / 16).astype(np.float32), d.target[:600]
+    labels = np.stack([digit, (digit % 2)]).astype(np.int32)
+    src = sources.MLP(3, in_features=64, hidden=(32,), seed=0)
+    (graphdef, params, rest), res = transfer.fine_tune_many(
+        src, x, labels, epochs=6, batch_size=32, learning_rate=1e-2, progress=False
+    )
+    assert res.accuracy.shape == (2,) and np.all(res.accuracy > [0.8, 0.7])
+    from flax import nnx
+
+    parity = nnx.merge(graphdef, jax.tree.map(lambda p: p[1], params), rest)
+    assert parity.head.out_features == 10  # shared width; classes 2..9 masked for the parity target
+    tuned, single = transfer.fine_tune(
+        src, x, labels[1], epochs=6, batch_size=32, learning_rate=1e-2, progress=False
+    )
+    assert tuned.head.out_features == 2 and 0.7 < float(single.accuracy) <= 1
+
+
+def test_fine_tune_many_bad_input():
+    x, y, model = _regression_setup()
+    with pytest.raises(ValueError, match="n=120 samples"):
+        transfer.fine_tune_many(model, x, y[:, :50], progress=False)
+    with pytest.raises(ValueError, match="NaN"):
+        transfer.fine_tune_many(model, x, np.full((120, 2), np.nan, np.float32), progress=False)
+    with pytest.raises(ValueError, match="trainable must be"):
+        transfer.fine_tune_many(model, x, y, trainable="body", progress=False)
+    with pytest.raises(TypeError, match="dtype"):
+        transfer.fine_tune_many(model, x, np.array(["a"] * 120), progress=False)
