@@ -38,14 +38,21 @@ def _load_digits():
 
 
 def digits_attribute_tasks() -> AttributeTasks:
-    """Attribute tasks on scikit-learn's digits: 18 tasks, binary to 10-class.
+    """Attribute tasks on scikit-learn's digits: :func:`digit_attribute_tasks` of its 1,797 images."""
+    return digit_attribute_tasks(*_load_digits())
+
+
+def digit_attribute_tasks(images: np.ndarray, digit: np.ndarray) -> AttributeTasks:
+    """20 attribute tasks, binary to 10-class, on images of handwritten digits [n, H, W] and their labels [n].
 
     Label-defined attributes (digit k vs rest, odd, ≥ 5, prime, has a closed
     loop, has a curve, digit mod 3, the digit itself) and image-defined ones
     computed from the pixels (more ink than the median image, more ink in the
     left half than the right, more ink in the top half than the bottom).
     """
-    images, digit = _load_digits()
+    images = np.asarray(images, dtype=np.float64)
+    digit = np.asarray(digit, dtype=np.int64)
+    half_h, half_w = images.shape[1] // 2, images.shape[2] // 2
     tasks: list[tuple[str, np.ndarray, int, str]] = []
     for k in range(10):
         tasks.append((f"is_{k}", digit == k, 2, f"digit is {k}"))
@@ -59,12 +66,12 @@ def digits_attribute_tasks() -> AttributeTasks:
         ("digit", digit, 10, "the digit itself"),
     ]
     ink = images.sum(axis=(1, 2))
-    left = images[:, :, :4].sum(axis=(1, 2))
-    top = images[:, :4, :].sum(axis=(1, 2))
+    left = images[:, :, :half_w].sum(axis=(1, 2))
+    top = images[:, :half_h, :].sum(axis=(1, 2))
     tasks += [
         ("heavy", ink > np.median(ink), 2, "more ink than the median image"),
-        ("left", left > images[:, :, 4:].sum(axis=(1, 2)), 2, "more ink on the left half"),
-        ("top", top > images[:, 4:, :].sum(axis=(1, 2)), 2, "more ink on the top half"),
+        ("left", left > images[:, :, -half_w:].sum(axis=(1, 2)), 2, "more ink on the left half"),
+        ("top", top > images[:, -half_h:, :].sum(axis=(1, 2)), 2, "more ink on the top half"),
     ]
     names = [t[0] for t in tasks]
     labels = np.stack([t[1].astype(np.int32) for t in tasks])

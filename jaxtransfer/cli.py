@@ -1,4 +1,4 @@
-"""The ``jaxtransfer`` command line: ``score``, ``list``, ``demo`` and ``zoo``.
+"""The ``jaxtransfer`` command line: ``score``, ``list``, ``demo``, ``rank``, ``reproduce`` and ``zoo``.
 
 Errors in the input (a missing or malformed file, an unknown estimator, a shape
 mismatch) print one line on stderr and exit with status 2; nothing is written.
@@ -240,9 +240,11 @@ def _parser() -> argparse.ArgumentParser:
     demo.set_defaults(run=_demo)
 
     from ._cli_rank import add_rank_parser
+    from ._cli_reproduce import add_reproduce_parser
     from ._cli_zoo import add_zoo_parser
 
     add_rank_parser(sub)
+    add_reproduce_parser(sub)
     add_zoo_parser(sub)
     return parser
 
