@@ -144,9 +144,15 @@ def _run_dataset(name, config, cache_root, progress, print_fn):
     t_count, n = labels.shape
     train = transfer.split_mask(n, seed=config.seed)
     key = {
-        "arch": arch, "n": n, "tasks": tasks.names, "image_shape": list(x.shape[1:]), "seed": config.seed,
-        "epochs": config.source_epochs, "batch_size": config.batch_size, "learning_rate": config.learning_rate,
-    }  # fmt: skip
+        "arch": arch,
+        "n": n,
+        "tasks": tasks.names,
+        "image_shape": list(x.shape[1:]),
+        "seed": config.seed,
+        "epochs": config.source_epochs,
+        "batch_size": config.batch_size,
+        "learning_rate": config.learning_rate,
+    }
     cache = q.ModelCache(cache_root, f"attributes-{name}", key)
     print_fn(f"{name}: {t_count} tasks on {n} images {tuple(x.shape[1:])}; models cached in {cache.folder}")
 
