@@ -116,6 +116,22 @@ class ModelCache:
         return model
 
 
+def source_model(cache: ModelCache, name: str, num_outputs: int, arch: dict, x, y, *, config, seed: int):
+    """A :class:`jaxtransfer.sources.SmallCNN` trained on ``(x, y)`` with ``config``'s epochs, batch
+    size and learning rate and the given seed (initialisation and batches) — or its cached copy."""
+    from . import sources
+
+    def fit():
+        model = sources.SmallCNN(num_outputs, seed=seed, **arch)
+        trained, _ = sources.train(
+            model, x, y, epochs=config.source_epochs, batch_size=config.batch_size,
+            learning_rate=config.learning_rate, seed=seed, progress=False,
+        )  # fmt: skip
+        return trained
+
+    return cache.get_or_train(name, fit)
+
+
 def environment() -> dict[str, str]:
     import jax
 

@@ -135,7 +135,7 @@ def _run_dataset(name, config, cache_root, progress, print_fn):
 
     import jaxtransfer as jt
 
-    from . import features, sources, transfer
+    from . import features, transfer
     from ._rank import _estimator_call
 
     timings: dict[str, float] = {}
@@ -166,22 +166,10 @@ def _run_dataset(name, config, cache_root, progress, print_fn):
     bar = features._progress(t_count, progress, f"{name} sources", unit="source")
     for s in range(t_count):
         t0 = time.perf_counter()
-
-        def fit(s=s):
-            model = sources.SmallCNN(tasks.num_classes[s], seed=config.seed + s, **arch)
-            trained, _ = sources.train(
-                model,
-                x[train],
-                labels[s, train],
-                epochs=config.source_epochs,
-                batch_size=config.batch_size,
-                learning_rate=config.learning_rate,
-                seed=config.seed + s,
-                progress=False,
-            )
-            return trained
-
-        model = cache.get_or_train(f"{s:02d}-{tasks.names[s]}", fit)
+        model = q.source_model(
+            cache, f"{s:02d}-{tasks.names[s]}", tasks.num_classes[s], arch, x[train], labels[s, train],
+            config=config, seed=config.seed + s,
+        )  # fmt: skip
         out = features.extract(model, x, batch_size=256, progress=False)
         f, probs, pred = np.asarray(out.features), np.asarray(out.probabilities), np.asarray(out.labels)
         test = ~train

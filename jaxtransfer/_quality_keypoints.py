@@ -148,7 +148,7 @@ def run_keypoints(
     """
     import jaxtransfer as jt
 
-    from . import features, sources, sprites, transfer
+    from . import features, sprites, transfer
 
     config = config or (QUICK if quick else KeypointConfig())
     if not 2 <= config.keypoints <= len(sprites.KEYPOINT_NAMES):
@@ -182,22 +182,16 @@ def run_keypoints(
     bar = features._progress(k, progress, "keypoint sources", unit="source")
     for s in range(k):
         t0 = time.perf_counter()
-
-        def fit(s=s):
-            model = sources.SmallCNN(2, seed=config.seed + s, **arch)
-            trained, _ = sources.train(
-                model,
-                x[train],
-                y[s, train],
-                epochs=config.source_epochs,
-                batch_size=config.batch_size,
-                learning_rate=config.learning_rate,
-                seed=config.seed + s,
-                progress=False,
-            )
-            return trained
-
-        model = cache_obj.get_or_train(f"{s:02d}-{names[s]}", fit)
+        model = q.source_model(
+            cache_obj,
+            f"{s:02d}-{names[s]}",
+            2,
+            arch,
+            x[train],
+            y[s, train],
+            config=config,
+            seed=config.seed + s,
+        )
         out_s = features.extract(model, x, batch_size=256, progress=False)
         f, p = np.asarray(out_s.features), np.asarray(out_s.logits)
         feats.append(f)
