@@ -14,7 +14,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-__all__ = ["AttributeTasks", "digits_attribute_tasks", "run_demo"]
+__all__ = ["AttributeTasks", "digit_attribute_tasks", "digits_attribute_tasks", "run_demo"]
 
 
 class AttributeTasks(NamedTuple):
