@@ -86,10 +86,11 @@ def _hash(config: dict) -> str:
 
 
 class ModelCache:
-    """Trained source models on disk, keyed by the protocol's configuration, so a run can resume.
+    """Trained source models and measured transfer on disk, keyed by configuration, so a run can resume.
 
     Models are written with :func:`jaxtransfer.sources.save` (``.npz`` + JSON,
-    no pickle) under ``root/<protocol>-<hash of the configuration>/``.
+    no pickle) under ``root/<protocol>-<hash of the configuration>/``; measured
+    results (arrays) with :func:`jaxtransfer._io.write_npz` beside them.
     """
 
     def __init__(self, root: str | os.PathLike | None, protocol: str, config: dict):
@@ -98,6 +99,7 @@ class ModelCache:
             root = Path(base) / "reproduce"
         self.folder = Path(root) / f"{protocol}-{_hash(config)}"
         self.hits = 0
+        self.result_hits = 0
 
     def get_or_train(self, name: str, train: Callable[[], Any]):
         from . import sources
@@ -114,6 +116,23 @@ class ModelCache:
         self.folder.mkdir(parents=True, exist_ok=True)
         sources.save(path, model)
         return model
+
+    def get_or_compute(self, name: str, config: dict, compute: Callable[[], dict]) -> dict[str, np.ndarray]:
+        """Arrays ``compute()`` returns, or their copy stored under ``name`` and the hash of ``config``."""
+        from ._io import read_npz, write_npz
+
+        path = self.folder / f"{name}-{_hash(config)}.npz"
+        if path.is_file():
+            try:
+                arrays = read_npz(path, what="cached results")
+                self.result_hits += 1
+                return arrays
+            except ValueError:
+                path.unlink()
+        arrays = {k: np.asarray(v) for k, v in compute().items()}
+        self.folder.mkdir(parents=True, exist_ok=True)
+        write_npz(path, arrays)
+        return arrays
 
 
 def source_model(cache: ModelCache, name: str, num_outputs: int, arch: dict, x, y, *, config, seed: int):

@@ -52,12 +52,19 @@ def _safe_div(num, den):
     return jnp.where(ok, num / jnp.where(ok, den, 1), jnp.nan)
 
 
+def _spread(v, vc):
+    """Σ vc², or 0 when it is within rounding of a constant vector's (a relative cut-off from the dtype)."""
+    ss = jnp.sum(vc * vc)
+    floor = v.shape[0] * (8 * jnp.finfo(v.dtype).eps * jnp.max(jnp.abs(v))) ** 2
+    return jnp.where(ss > floor, ss, 0)
+
+
 def pearson(x: jax.Array, y: jax.Array) -> jax.Array:
-    """Pearson's r of two vectors [n] (NaN when either is constant)."""
+    """Pearson's r of two vectors [n] (NaN when either is constant, to rounding)."""
     x = jnp.asarray(x, jnp.result_type(float))
     y = jnp.asarray(y, x.dtype)
     xc, yc = x - jnp.mean(x), y - jnp.mean(y)
-    return _safe_div(jnp.sum(xc * yc), jnp.sqrt(jnp.sum(xc * xc) * jnp.sum(yc * yc)))
+    return _safe_div(jnp.sum(xc * yc), jnp.sqrt(_spread(x, xc) * _spread(y, yc)))
 
 
 def rankdata(x: jax.Array) -> jax.Array:

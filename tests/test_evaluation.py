@@ -39,6 +39,13 @@ def test_weighted_tau_with_joint_ties(rng):
 def test_constant_input_is_nan():
     assert np.isnan(ev.pearson(np.ones(5), np.arange(5.0)))
     assert np.isnan(ev.kendall_tau(np.ones(5), np.arange(5.0)))
+    # a constant whose float32 mean is not exact (the mean is a sum times 1/n) is still constant
+    c = np.full(14, -0.6929853, np.float32)
+    y = np.arange(14.0, dtype=np.float32)
+    assert float(np.float32(c.sum()) * np.float32(1 / 14)) != c[0]  # the rounding the guard is for
+    for fn in (ev.pearson, ev.spearman, ev.kendall_tau, ev.weighted_tau):
+        assert np.isnan(fn(c, y)) and np.isnan(fn(y, c)), fn.__name__
+    assert float(ev.pearson(y * 1e-3 + 5.0, y)) == pytest.approx(1.0, abs=1e-3)  # small spread is kept
 
 
 def test_hits_and_regret_by_hand():
