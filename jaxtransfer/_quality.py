@@ -32,6 +32,8 @@ __all__ = ["ModelCache", "judge", "off_diagonal", "target_variance_share", "writ
 STAT_COLUMNS = (
     ("pearson_pooled", "Pearson pooled"),
     ("spearman_pooled", "Spearman pooled"),
+    ("kendall_pooled", "Kendall pooled"),
+    ("weighted_tau_pooled", "weighted τ pooled"),
     ("pearson_within", "Pearson within"),
     ("spearman_within", "Spearman within"),
     ("kendall_within", "Kendall within"),

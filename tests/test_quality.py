@@ -46,6 +46,24 @@ def test_model_cache_trains_once(tmp_path):
     assert len(calls) == 2
 
 
+def test_cached_results_keyed_by_their_config(tmp_path):
+    calls = []
+
+    def compute():
+        calls.append(1)
+        return {"acc": np.arange(3.0) + len(calls), "seconds": 1.5}
+
+    cache = q.ModelCache(tmp_path, "unit", {"a": 1})
+    first = cache.get_or_compute("r", {"epochs": 3}, compute)
+    again = q.ModelCache(tmp_path, "unit", {"a": 1})
+    second = again.get_or_compute("r", {"epochs": 3}, compute)
+    assert len(calls) == 1 and again.result_hits == 1
+    np.testing.assert_array_equal(first["acc"], second["acc"])
+    assert float(second["seconds"]) == 1.5
+    third = again.get_or_compute("r", {"epochs": 4}, compute)  # another transfer config: computed anew
+    assert len(calls) == 2 and third["acc"][0] == 2.0
+
+
 def _check_results(folder):
     results = json.loads((folder / "results.json").read_text())
     report = (folder / "report.md").read_text()
@@ -89,7 +107,9 @@ def test_reproduce_attributes_quick(tmp_path, capsys):
     assert main(["reproduce", "attributes", "--quick", "--out", str(tmp_path), "--cache", str(tmp_path / "c"),
                  "--no-progress"]) == 0  # fmt: skip
     again = json.loads((tmp_path / "attributes" / "results.json").read_text())
-    assert [d["cached_models"] for d in again["datasets"]] == [len(d["tasks"]) for d in again["datasets"]]
+    sizes = [len(d["tasks"]) for d in again["datasets"]]
+    assert [d["cached_models"] for d in again["datasets"]] == sizes
+    assert [d["cached_transfer_results"] for d in again["datasets"]] == sizes
     np.testing.assert_allclose(
         again["datasets"][0]["scores"]["logme"], results["datasets"][0]["scores"]["logme"], rtol=1e-5
     )
