@@ -43,6 +43,12 @@ STAT_COLUMNS = (
 )
 
 
+INTERVAL_NOTE = (
+    "Percentile intervals of the hit rate and the regret need not contain the point value: a resample "
+    "repeats some sources and drops others, which changes which source is best."
+)
+
+
 def off_diagonal(matrix: np.ndarray) -> np.ndarray:
     """[S, S] → [S − 1, S]: column t holds the entries of the sources s ≠ t, in order."""
     m = np.asarray(matrix)

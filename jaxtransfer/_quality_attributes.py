@@ -346,7 +346,7 @@ def _markdown(results: dict) -> str:
         f"resample sources ({cfg['num_bootstrap']} resamples). "
         "The target-only baseline −H(Y_target) ignores the "
         "source: it has no within-target ranking (—), and its pooled correlation shows how much of a "
-        "pooled figure the target alone earns.",
+        "pooled figure the target alone earns. " + q.INTERVAL_NOTE,
     ]
     for d in results["datasets"]:
         name = d["dataset"]

@@ -325,7 +325,8 @@ def _markdown(r: dict) -> str:
         "half; TransRate cuts each output dimension into "
         f"{cfg['transrate_bins']} quantile bins. Pooled statistics run over all pairs, within statistics "
         "over the sources of each target, averaged over targets; 95% percentile bootstrap intervals resample "
-        f"sources ({cfg['num_bootstrap']} resamples). The target-only baseline ignores the source.",
+        f"sources ({cfg['num_bootstrap']} resamples). The target-only baseline ignores the source. "
+        + q.INTERVAL_NOTE,
         "",
         "Own test MSE of each source model on its keypoint: "
         + ", ".join(f"{k} {v:.4f}" for k, v in zip(r["keypoints"], r["own_test_mse"], strict=True))
