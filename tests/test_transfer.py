@@ -126,6 +126,11 @@ def test_fine_tune_many_batched_equals_one_target_at_a_time():
     for t in range(2):
         _, one = transfer.fine_tune_many(model, x, y[t], **kw)
         np.testing.assert_allclose(both.mse[t], one.mse, rtol=1e-4)
+    (_, params, _), chunked = transfer.fine_tune_many(model, x, y, target_batch=1, **kw)
+    np.testing.assert_allclose(chunked.mse, both.mse, rtol=1e-4)
+    assert params["head"]["kernel"].shape[0] == 2  # the chunks' copies stacked again
+    with pytest.raises(ValueError, match="target_batch"):
+        transfer.fine_tune_many(model, x, y, target_batch=0, **kw)
     assert both.mse.shape == (2,) and np.all(np.isnan(both.accuracy))
 
 
