@@ -19,6 +19,7 @@ for classification, test mean squared error for regression; ``score`` is the
 
 from __future__ import annotations
 
+import functools
 from functools import partial
 from typing import Any, NamedTuple
 
@@ -294,6 +295,40 @@ def _tuning_targets(targets, n: int):
     return y, classify, stacked
 
 
+def _tuning_fns(graphdef, classify: bool, learning_rate: float, weight_decay: float):
+    """The optimiser, the vmapped training step and the vmapped prediction of :func:`fine_tune_many`.
+
+    Built once per model structure and optimisation (see :data:`_cached_tuning_fns`), so a second
+    call on another source of the same architecture does not recompile. The frozen variables
+    (``rest``) are an argument, not a constant baked into the compiled step.
+    """
+    from .sources import _outputs
+
+    tx = optax.adamw(learning_rate, weight_decay=weight_decay)
+
+    def outputs(p, rest, xb, ok):
+        out = _outputs(nnx.merge(graphdef, p, rest), xb)
+        return jnp.where(ok[None, :], out, -1e9) if classify else out
+
+    def one_step(p, state, rest, ok, xb, yb):
+        def loss_fn(q):
+            out = outputs(q, rest, xb, ok)
+            if classify:
+                return optax.softmax_cross_entropy_with_integer_labels(out, yb).mean()
+            return jnp.mean((out - yb) ** 2)
+
+        loss, grads = jax.value_and_grad(loss_fn)(p)
+        updates, state = tx.update(grads, state, p)
+        return optax.apply_updates(p, updates), state, loss
+
+    step = jax.jit(jax.vmap(one_step, in_axes=(0, 0, None, 0, None, 0)))
+    predict = jax.jit(jax.vmap(outputs, in_axes=(0, None, None, 0)))
+    return tx, step, predict
+
+
+_cached_tuning_fns = functools.lru_cache(maxsize=16)(_tuning_fns)
+
+
 def fine_tune_many(
     model: nnx.Module,
     inputs,
@@ -347,7 +382,6 @@ def fine_tune_many(
       ValueError, TypeError: shapes, dtypes, a bad split or filter, a model without a linear head.
     """
     from .features import _progress
-    from .sources import _outputs
 
     x = np.asarray(inputs)
     n = x.shape[0]
@@ -367,27 +401,13 @@ def fine_tune_many(
     if isinstance(target_batch, bool) or not isinstance(target_batch, int) or target_batch < 1:
         raise ValueError(f"target_batch must be a positive int or None, got {target_batch!r}")
     valid = jnp.asarray(np.arange(num_outputs)[None, :] <= y.max(axis=1)[:, None]) if classify else None
-    tx = optax.adamw(learning_rate, weight_decay=weight_decay)
+    args = (graphdef, bool(classify), float(learning_rate), float(weight_decay))
+    try:
+        tx, step, predict = _cached_tuning_fns(*args)
+    except TypeError:  # an unhashable model structure: fresh functions
+        tx, step, predict = _tuning_fns(*args)
     start = params
-
-    def outputs(p, xb, ok):
-        out = _outputs(nnx.merge(graphdef, p, rest), xb)
-        return jnp.where(ok[None, :], out, -1e9) if classify else out
-
-    def one_step(p, state, ok, xb, yb):
-        def loss_fn(q):
-            out = outputs(q, xb, ok)
-            if classify:
-                return optax.softmax_cross_entropy_with_integer_labels(out, yb).mean()
-            return jnp.mean((out - yb) ** 2)
-
-        loss, grads = jax.value_and_grad(loss_fn)(p)
-        updates, state = tx.update(grads, state, p)
-        return optax.apply_updates(p, updates), state, loss
-
     ok_all = valid if classify else jnp.ones((t, num_outputs), bool)
-    step = jax.jit(jax.vmap(one_step, in_axes=(0, 0, 0, None, 0)))
-    predict = jax.jit(jax.vmap(outputs, in_axes=(0, None, 0)))
     x_train, y_train = x[train_rows], y[:, train_rows]
     x_test, y_test = x[~train_rows], y[:, ~train_rows]
     n_train = x_train.shape[0]
@@ -405,14 +425,17 @@ def fine_tune_many(
             order = rng.permutation(n_train)
             for i in range(n_train // bs):
                 idx = order[i * bs : (i + 1) * bs]
-                params, opt_state, loss = step(params, opt_state, ok, x_train[idx], yc[:, idx])
+                params, opt_state, loss = step(params, opt_state, rest, ok, x_train[idx], yc[:, idx])
             if bar is not None:
                 bar.update(1)
                 bar.set_postfix(loss=f"{float(jnp.mean(loss)):.4f}")
         trained.append(params)
         outs.append(
             np.concatenate(
-                [np.asarray(predict(params, x_test[i : i + bs], ok)) for i in range(0, x_test.shape[0], bs)],
+                [
+                    np.asarray(predict(params, rest, x_test[i : i + bs], ok))
+                    for i in range(0, x_test.shape[0], bs)
+                ],
                 axis=1,
             )
         )
