@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import json
+import sys
 import time
+import warnings
 
 
 def _rank(args) -> int:
     from . import zoo
     from ._rank import (
+        NotComputedWarning,
         SourceSpec,
         default_dataset,
         evaluation_table,
@@ -17,8 +20,9 @@ def _rank(args) -> int:
         ranked_table,
         write_outputs,
     )
-    from .cli import CLIError
+    from .cli import CLIError, _check_output
 
+    out = _check_output(args.out, "--out", folder=True) if args.out else None
     quiet = args.format == "json"
     say = (lambda *a, **k: None) if quiet else print
     started = time.perf_counter()
@@ -42,18 +46,34 @@ def _rank(args) -> int:
         ]
         say(f"target data: {what}: {images.shape[0]} images {images.shape[1:]}, {labels.shape[0]} tasks")
         say(f"sources: {', '.join(s.name for s in specs)}")
-        result = rank(
-            images, labels, names, specs,
-            estimators=args.estimators, image_size=image_size, batch_size=args.batch_size,
-            ground_truth=not args.no_ground_truth, num_bootstrap=args.bootstrap, seed=args.seed,
-            progress=None if not quiet else False, print_fn=say,
-        )  # fmt: skip
-    except (zoo.WeightsUnavailableError, zoo.UnsafeFileError, ValueError, FileNotFoundError) as err:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always", NotComputedWarning)
+            result = rank(
+                images, labels, names, specs,
+                estimators=args.estimators, image_size=image_size, batch_size=args.batch_size,
+                ground_truth=not args.no_ground_truth, num_bootstrap=args.bootstrap, seed=args.seed,
+                progress=None if not quiet else False, print_fn=say,
+            )  # fmt: skip
+    except (
+        zoo.WeightsUnavailableError,
+        zoo.UnsafeFileError,
+        ValueError,
+        TypeError,
+        FileNotFoundError,
+    ) as err:
         raise CLIError(str(err)) from None
+    for w in caught:  # estimators that could not be computed: loud, whatever the format
+        if issubclass(w.category, NotComputedWarning):
+            print(f"jaxtransfer: warning: {w.message}", file=sys.stderr)
+        else:
+            warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
     written = []
-    if args.out:
+    if out is not None:
         t0 = time.perf_counter()
-        written = write_outputs(result, args.out, plots=not args.no_plots)
+        try:
+            written = write_outputs(result, out, plots=not args.no_plots)
+        except (OSError, ValueError) as err:
+            raise CLIError(f"--out: could not write the results to {out} ({err})") from None
         result.timings["outputs"] = time.perf_counter() - t0
     result.timings["total"] = time.perf_counter() - started
     if quiet:
@@ -61,6 +81,7 @@ def _rank(args) -> int:
             "sources": result.sources, "targets": result.targets,
             "scores": {e: m.tolist() for e, m in result.scores.items()},
             "actual_accuracy": None if result.actual is None else result.actual.tolist(),
+            "not_computed": result.not_computed,
             "evaluation": result.evaluation, "timings_s": result.timings,
         }, indent=1))  # fmt: skip
         return 0
@@ -76,6 +97,8 @@ def _rank(args) -> int:
 
 
 def add_rank_parser(sub) -> None:
+    from .cli import non_negative_int, positive_int
+
     p = sub.add_parser(
         "rank",
         help="rank sources (the zoo's backbones by default) for a target dataset (digits by default)",
@@ -93,12 +116,19 @@ def add_rank_parser(sub) -> None:
     p.add_argument("--layers", nargs="+", help="also score these layers of every source (e.g. stage5 stage6)")
     p.add_argument("--estimators", nargs="+", help="estimators to use (default: all that apply)")
     p.add_argument(
-        "--image-size", type=int, help="input side for the backbones (default: theirs; digits: 64)"
+        "--image-size",
+        type=positive_int,
+        help="input side for the backbones, a positive integer (default: theirs; digits: 64)",
     )
     p.add_argument("--max-samples", type=int, help="use only the first N images (digits default: 1000)")
-    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--batch-size", type=positive_int, default=64)
     p.add_argument("--no-ground-truth", action="store_true", help="skip head retraining (and the evaluation)")
-    p.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples for the intervals")
+    p.add_argument(
+        "--bootstrap",
+        type=non_negative_int,
+        default=1000,
+        help="bootstrap resamples for the intervals, an integer >= 0 (0: no intervals; default 1000)",
+    )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", "-o", help="write JSON, CSV and PNG files into this folder")
     p.add_argument("--no-plots", action="store_true")

@@ -2,19 +2,18 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 
 def _reproduce(args) -> int:
-    from .cli import CLIError
+    from .cli import CLIError, _check_output
 
     if args.protocol == "attributes":
         from ._quality_attributes import run_attributes as run
     else:
         from ._quality_keypoints import run_keypoints as run
-    out = Path(args.out)
-    if out.exists() and not out.is_dir():
-        raise CLIError(f"--out: {out} exists and is not a folder")
+    out = _check_output(args.out, "--out", folder=True)
+    _check_output(str(out / args.protocol), "--out", folder=True)
+    if args.cache:
+        _check_output(args.cache, "--cache", folder=True)
     try:
         results = run(out, quick=args.quick, cache=args.cache, progress=False if args.no_progress else None)
     except (ValueError, FloatingPointError) as err:

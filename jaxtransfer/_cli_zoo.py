@@ -35,6 +35,11 @@ def read_image(path: str) -> np.ndarray:
         raise CLIError(f"IMAGE: expected an image [H, W, 3] of at least 8×8 pixels, got shape {img.shape}")
     if img.dtype != np.uint8 and not np.issubdtype(img.dtype, np.floating):
         raise CLIError(f"IMAGE: expected uint8 (0…255) or float (0…1) pixels, got dtype {img.dtype}")
+    if img.dtype != np.uint8 and not (np.all(np.isfinite(img)) and 0 <= img.min() and img.max() <= 1):
+        raise CLIError(
+            f"IMAGE: expected float pixels in [0, 1] (or uint8, 0…255), "
+            f"got values from {float(img.min()):g} to {float(img.max()):g}"
+        )
     return img
 
 

@@ -1,32 +1,193 @@
-"""Writing ``.npz`` files safely: any array names, atomic replace, no pickle."""
+"""Reading and writing ``.npy``/``.npz`` files safely (never unpickled), and checking output paths.
+
+Every reader here refuses object arrays without unpickling them, and says
+precisely what is wrong with a bad file: not NumPy at all, a zip member that is
+not a ``.npy`` array, Python objects, or a truncated or corrupt file.
+"""
 
 from __future__ import annotations
 
+import ast
+import math
 import os
+import struct
 import tempfile
 import zipfile
-from collections.abc import Mapping
+import zlib
+from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 
-__all__ = ["read_npz", "write_npz"]
+__all__ = ["check_output_file", "check_output_folder", "npz_names", "read_npy", "read_npz", "write_npz"]
+
+_NPY_MAGIC = b"\x93NUMPY"
+_MAX_HEADER = 10_000  # as numpy's own reader: a longer header is refused before it is parsed
+
+
+class _BadFile(Exception):
+    """Why a file cannot be read; the public readers turn it into the caller's error type."""
+
+
+def _read_exact(fh: BinaryIO, size: int, what: str) -> bytes:
+    data = fh.read(size)
+    if len(data) != size:
+        raise _BadFile(f"it is truncated: {what} ends after {len(data)} of {size} bytes")
+    return data
+
+
+def _read_header(fh: BinaryIO, label: str) -> tuple[tuple[int, ...], bool, np.dtype]:
+    """Shape, Fortran order and dtype from a ``.npy`` header (versions 1.0, 2.0 and 3.0)."""
+    magic = fh.read(8)
+    if not magic:
+        raise _BadFile(f"{label} is empty")
+    if not (magic.startswith(_NPY_MAGIC) or _NPY_MAGIC.startswith(magic)):
+        raise _BadFile(f"{label} is not a .npy array (no NumPy header)")
+    if len(magic) < 8:
+        raise _BadFile(f"it is truncated: {label} ends inside its .npy header")
+    version = (magic[6], magic[7])
+    if version not in ((1, 0), (2, 0), (3, 0)):
+        raise _BadFile(f"{label} has an unknown .npy format version {version[0]}.{version[1]}")
+    width = 2 if version == (1, 0) else 4
+    (length,) = struct.unpack("<H" if width == 2 else "<I", _read_exact(fh, width, f"{label}'s header"))
+    if length > _MAX_HEADER:
+        raise _BadFile(f"{label} has a {length}-byte .npy header, longer than the {_MAX_HEADER} accepted")
+    text = _read_exact(fh, length, f"{label}'s header").decode("utf8" if version == (3, 0) else "latin1")
+    try:
+        header = ast.literal_eval(text)
+        if not isinstance(header, dict) or set(header) != {"descr", "fortran_order", "shape"}:
+            raise ValueError(f"keys {sorted(header) if isinstance(header, dict) else type(header).__name__}")
+        shape, fortran = header["shape"], header["fortran_order"]
+        if not (isinstance(shape, tuple) and all(isinstance(s, int) and s >= 0 for s in shape)):
+            raise ValueError(f"shape {shape!r}")
+        if not isinstance(fortran, bool):
+            raise ValueError(f"fortran_order {fortran!r}")
+        dtype = np.lib.format.descr_to_dtype(header["descr"])
+    except (ValueError, TypeError, SyntaxError, MemoryError, RecursionError) as err:
+        raise _BadFile(f"{label} has a corrupt .npy header ({err})") from None
+    return shape, fortran, dtype
+
+
+def _read_array(fh: BinaryIO, size: int, label: str) -> np.ndarray:
+    """The array of a seekable ``.npy`` stream of ``size`` bytes, checked before NumPy reads it.
+
+    The header is parsed here first, so that object arrays and truncated data
+    get their own messages; NumPy then reads the array with ``allow_pickle=False``.
+    """
+    shape, _, dtype = _read_header(fh, label)
+    if dtype.hasobject:
+        raise _BadFile(f"{label} holds Python objects (dtype {dtype}), which are never loaded")
+    nbytes = math.prod(shape) * dtype.itemsize
+    available = size - fh.tell()
+    if available < nbytes:
+        raise _BadFile(
+            f"it is truncated: {label} has {max(available, 0)} of the {nbytes} data bytes "
+            f"its header announces for shape {shape} {dtype}"
+        )
+    fh.seek(0)
+    try:
+        return np.lib.format.read_array(fh, allow_pickle=False)
+    except ValueError as err:
+        raise _BadFile(f"it is truncated or corrupt: {label}: {err}") from None
+
+
+def _fail(error: type[Exception], path: Path, what: str, reason: str, hint: str) -> Exception:
+    return error(f"{path} is not a readable {what} ({reason}){hint}")
+
+
+def read_npy(
+    path: str | os.PathLike, *, what: str = ".npy file", error: type[Exception] = ValueError, hint: str = ""
+) -> np.ndarray:
+    """The array of a ``.npy`` file; object arrays are refused, never unpickled.
+
+    Raises:
+      error: ``"{path} is not a readable {what} ({reason}){hint}"`` when the
+        file is not a ``.npy`` array, holds Python objects, or is truncated.
+    """
+    path = Path(path)
+    try:
+        with open(path, "rb") as fh:
+            return _read_array(fh, os.fstat(fh.fileno()).st_size, "the file")
+    except _BadFile as err:
+        raise _fail(error, path, what, str(err), hint) from None
+    except OSError as err:
+        raise _fail(error, path, what, f"{type(err).__name__}: {err}", hint) from None
+
+
+def _open_zip(path: Path) -> zipfile.ZipFile:
+    try:
+        return zipfile.ZipFile(path)
+    except zipfile.BadZipFile as err:
+        size = path.stat().st_size
+        if size == 0:
+            raise _BadFile("it is empty") from None
+        with open(path, "rb") as fh:
+            start = fh.read(4)
+        if start.startswith(b"PK"):
+            raise _BadFile(
+                f"it is truncated or corrupt: a zip archive without a readable directory ({err})"
+            ) from None
+        raise _BadFile("it is not a .npz (zip) archive") from None
+
+
+def _array_name(member: str) -> str:
+    return member[: -len(".npy")] if member.endswith(".npy") else member
+
+
+def npz_names(
+    path: str | os.PathLike, *, what: str = ".npz file", error: type[Exception] = ValueError, hint: str = ""
+) -> list[str]:
+    """The array names of an ``.npz`` file (its member names less ``.npy``), in file order.
+
+    Raises:
+      error: as :func:`read_npz`, when the file is not a readable zip archive.
+    """
+    path = Path(path)
+    try:
+        with _open_zip(path) as zf:
+            return [_array_name(m) for m in zf.namelist()]
+    except _BadFile as err:
+        raise _fail(error, path, what, str(err), hint) from None
+    except OSError as err:
+        raise _fail(error, path, what, f"{type(err).__name__}: {err}", hint) from None
 
 
 def read_npz(
-    path: Path, *, what: str, error: type[Exception] = ValueError, hint: str = ""
+    path: str | os.PathLike,
+    *,
+    what: str = ".npz file",
+    error: type[Exception] = ValueError,
+    hint: str = "",
+    names: Sequence[str] | None = None,
 ) -> dict[str, np.ndarray]:
-    """Every array of an ``.npz`` file, read with ``allow_pickle=False`` (object arrays refused).
+    """The arrays of an ``.npz`` file (only ``names`` when given); object arrays are refused, never unpickled.
 
     Raises:
-      error: ``"{path} is not a readable {what} (...){hint}"`` when the file is
-        not a zip of ``.npy`` arrays, holds pickled objects, or is truncated.
+      error: ``"{path} is not a readable {what} ({reason}){hint}"`` when the
+        file is not a zip archive, a member is not a ``.npy`` array, an array
+        holds Python objects, or the file is truncated or corrupt. A name in
+        ``names`` that the file lacks raises ``KeyError``.
     """
+    path = Path(path)
     try:
-        with np.load(path, allow_pickle=False) as npz:
-            return {k: npz[k] for k in npz.files}
-    except Exception as err:
-        raise error(f"{path} is not a readable {what} ({type(err).__name__}: {err}){hint}") from None
+        with _open_zip(path) as zf:
+            members = {_array_name(info.filename): info for info in zf.infolist()}
+            out = {}
+            for name in members if names is None else names:
+                info = members[name]
+                label = f"array {name!r}"
+                if not info.filename.endswith(".npy"):
+                    raise _BadFile(f"member {info.filename!r} is not a .npy array")
+                with zf.open(info) as fh:
+                    out[name] = _read_array(fh, info.file_size, label)
+            return out
+    except _BadFile as err:
+        raise _fail(error, path, what, str(err), hint) from None
+    except (zipfile.BadZipFile, zlib.error, EOFError) as err:  # CRC mismatch, bad deflate stream
+        raise _fail(error, path, what, f"it is truncated or corrupt: {err}", hint) from None
+    except (OSError, NotImplementedError) as err:  # NotImplementedError: an unsupported compression
+        raise _fail(error, path, what, f"{type(err).__name__}: {err}", hint) from None
 
 
 def write_npz(path: str | os.PathLike, arrays: Mapping[str, np.ndarray]) -> Path:
@@ -52,4 +213,51 @@ def write_npz(path: str | os.PathLike, arrays: Mapping[str, np.ndarray]) -> Path
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+    return path
+
+
+def check_output_file(path: str | os.PathLike, *, what: str) -> Path:
+    """Check, before any work, that a file can be written at ``path``; return it as a ``Path``.
+
+    Raises:
+      ValueError: ``path`` is an existing folder, or its folder is missing,
+        not a folder, or not writable. The message starts with ``what``
+        (the option's name).
+    """
+    path = Path(path)
+    if path.is_dir():
+        raise ValueError(f"{what}: {path} is a folder; expected the path of a file to write")
+    folder = path.parent
+    if not folder.exists():
+        raise ValueError(
+            f"{what}: {path} is in a folder that does not exist ({folder}); "
+            "expected a file in an existing folder"
+        )
+    if not folder.is_dir():
+        raise ValueError(f"{what}: {path} is inside {folder}, which is a file, not a folder")
+    if not os.access(folder, os.W_OK | os.X_OK) or (path.exists() and not os.access(path, os.W_OK)):
+        raise ValueError(f"{what}: {path} cannot be written (no permission)")
+    return path
+
+
+def check_output_folder(path: str | os.PathLike, *, what: str) -> Path:
+    """Check, before any work, that ``path`` is a folder or can be created as one; return it as a ``Path``.
+
+    Raises:
+      ValueError: ``path`` is an existing file, a parent of it is a file, or
+        the nearest existing folder is not writable. The message starts with
+        ``what`` (the option's name).
+    """
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise ValueError(
+            f"{what}: {path} is an existing file, not a folder; expected a folder (existing or new)"
+        )
+    existing = path
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        raise ValueError(f"{what}: cannot create the folder {path}: {existing} is a file, not a folder")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise ValueError(f"{what}: {path} cannot be written to ({existing} is not writable)")
     return path

@@ -22,18 +22,31 @@ from __future__ import annotations
 import csv
 import json
 import time
+import warnings
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import jax
 import numpy as np
 
-__all__ = ["RankResult", "SourceSpec", "default_dataset", "load_dataset", "rank", "write_outputs"]
+__all__ = [
+    "NotComputedWarning",
+    "RankResult",
+    "SourceSpec",
+    "default_dataset",
+    "load_dataset",
+    "rank",
+    "write_outputs",
+]
 
 FEATURE_ESTIMATORS = ("logme", "linear_mse", "hscore", "shrinkage_hscore", "transrate", "gbc", "nleep")
 PREDICTION_ESTIMATORS = ("leep", "nce")
+
+
+class NotComputedWarning(RuntimeWarning):
+    """An estimator could not be computed for some sources; its scores there are NaN."""
 
 
 @dataclass(frozen=True)
@@ -66,6 +79,10 @@ class RankResult:
       log_likelihood: [S, T] test log-likelihood after head retraining, or None.
       evaluation: estimator -> statistic -> (value, low, high).
       timings: stage -> seconds.
+      not_computed: estimator -> source -> why its scores are NaN (a layer
+        or a model without a head has no predictions for ``leep``/``nce``; an
+        estimator that returned NaN or infinity). Every requested estimator
+        is in ``scores``, computed or not.
     """
 
     sources: list[str]
@@ -75,6 +92,7 @@ class RankResult:
     log_likelihood: np.ndarray | None
     evaluation: dict[str, dict[str, tuple[float, float, float]]]
     timings: dict[str, float]
+    not_computed: dict[str, dict[str, str]] = field(default_factory=dict)
 
 
 def _check_dataset(images, labels, names, what):
@@ -88,8 +106,15 @@ def _check_dataset(images, labels, names, what):
         raise ValueError(f"{what}: the dataset is empty (0 images)")
     if not (images.dtype == np.uint8 or np.issubdtype(images.dtype, np.floating)):
         raise ValueError(f"{what}: images must be uint8 (0…255) or floats (0…1), got dtype {images.dtype}")
-    if np.issubdtype(images.dtype, np.floating) and not np.all(np.isfinite(images)):
-        raise ValueError(f"{what}: images hold NaN or infinite values")
+    if np.issubdtype(images.dtype, np.floating):
+        if not np.all(np.isfinite(images)):
+            raise ValueError(f"{what}: images hold NaN or infinite values; expected floats in [0, 1]")
+        low, high = float(images.min()), float(images.max())
+        if low < 0 or high > 1:
+            raise ValueError(
+                f"{what}: float images must hold values in [0, 1] (or be uint8, 0…255), "
+                f"got values from {low:g} to {high:g}"
+            )
     if labels.ndim == 1:
         labels = labels[None]
     elif labels.ndim == 2 and labels.shape[0] == images.shape[0] and labels.shape[1] != images.shape[0]:
@@ -124,11 +149,19 @@ def load_dataset(path: str | Path) -> tuple[np.ndarray, np.ndarray, list[str]]:
         raise ValueError(f"--data: no such file: {path}")
     from ._io import read_npz
 
-    arrays = read_npz(path, what=".npz file")
+    try:
+        arrays = read_npz(path, what=".npz file")
+    except ValueError as err:
+        raise ValueError(f"--data: {err}") from None
     missing = [k for k in ("images", "labels") if k not in arrays]
     if missing:
         raise ValueError(f"--data: {path} needs arrays 'images' and 'labels'; it has {sorted(arrays)}")
-    names = [str(s) for s in arrays["names"]] if "names" in arrays else None
+    names = arrays.get("names")
+    if names is not None and (names.ndim != 1 or names.dtype.kind not in "US"):
+        raise ValueError(
+            f"--data: {path}: 'names' must be a 1-D array of strings, got shape {names.shape} {names.dtype}"
+        )
+    names = None if names is None else [str(s) for s in names]
     return _check_dataset(arrays["images"], arrays["labels"], names, f"--data {path}")
 
 
@@ -206,13 +239,24 @@ def rank(
       print_fn: where stage messages go.
 
     Raises:
-      ValueError: bad data, unknown sources, layers or estimators.
+      ValueError: bad data or options; unknown sources, layers or
+        estimators; a source whose features or predictions on the images are
+        NaN, infinite or the same for every image.
+
+    Warns:
+      NotComputedWarning: an estimator could not be computed for some sources (it
+        returned NaN or infinity, or no source has the predictions it needs);
+        its scores there are NaN and :attr:`RankResult.not_computed` says why.
     """
     from . import evaluation, features, score_matrix, transfer
 
     images, labels, names = _check_dataset(images, labels, task_names, "data")
     if not sources:
         raise ValueError("sources: give at least one source")
+    if image_size is not None and not (_is_int(image_size) and image_size >= 1):
+        raise ValueError(f"image_size must be a positive int or None, got {image_size!r}")
+    if not (_is_int(num_bootstrap) and num_bootstrap >= 0):
+        raise ValueError(f"num_bootstrap must be an int >= 0 (0: no intervals), got {num_bootstrap!r}")
     wanted = list(estimators) if estimators else list(FEATURE_ESTIMATORS + PREDICTION_ESTIMATORS)
     unknown = [e for e in wanted if e not in FEATURE_ESTIMATORS + PREDICTION_ESTIMATORS]
     if unknown:
@@ -245,7 +289,11 @@ def rank(
         )
         for spec in specs:
             feats[spec.name] = np.asarray(out.features if spec.layer is None else out.layers[spec.layer])
+            _check_outputs(feats[spec.name], spec.name, "features")
         if out.logits is not None and any(s.layer is None for s in specs):
+            logits = np.asarray(out.logits)
+            if any(e in PREDICTION_ESTIMATORS for e in wanted):
+                _check_outputs(logits, model_name, "head's predictions", centre=True)
             preds[model_name] = (np.asarray(out.probabilities), np.asarray(out.labels))
         print_fn(f"  features: {model_name} {tuple(out.features.shape)} in {time.perf_counter() - t0:.1f} s")
     timings["features"] = time.perf_counter() - start
@@ -254,6 +302,8 @@ def rank(
     start = time.perf_counter()
     source_names = [s.name for s in sources]
     scores = {e: np.full((len(sources), len(names)), np.nan) for e in wanted}
+    not_computed: dict[str, dict[str, str]] = {}  # estimator -> source -> why its scores are NaN
+    warned: set[str] = set()
     onehot = np.eye(labels.max() + 1, dtype=np.float32)[labels] if "linear_mse" in wanted else None
     bar = features._progress(len(sources) * len(wanted), progress, "scores", unit="score")
     for i, spec in enumerate(sources):
@@ -264,6 +314,10 @@ def rank(
             fn, options = _estimator_call(est, seed)
             if est in PREDICTION_ESTIMATORS:
                 if spec.layer is not None or spec.model not in preds:
+                    why = (
+                        "a layer has no predictions" if spec.layer else "the model has no classification head"
+                    )
+                    not_computed.setdefault(est, {})[spec.name] = why
                     continue
                 probs, argmax = preds[spec.model]
                 source = probs if est == "leep" else argmax
@@ -277,10 +331,33 @@ def rank(
                 row = np.asarray(score_matrix(fn, source[None], onehot, **options))[0]
             else:
                 row = np.asarray(score_matrix(fn, source[None], labels, **options))[0]
+            failed = ~np.isfinite(row)
+            if failed.any():
+                on = [names[j] for j in np.flatnonzero(failed)]
+                why = (
+                    f"it returned {row[failed][0]} on {len(on)} of {len(names)} targets ({', '.join(on[:5])}"
+                )
+                why += ", …)" if len(on) > 5 else ")"
+                not_computed.setdefault(est, {})[spec.name] = why
+                warned.add(est)
+                warnings.warn(
+                    f"{est} could not be computed for source {spec.name}: {why}; "
+                    "those scores are NaN in the outputs",
+                    NotComputedWarning,
+                    stacklevel=2,
+                )
+                row = np.where(failed, np.nan, row)
             scores[est][i] = row
     if bar is not None:
         bar.close()
-    scores = {e: v for e, v in scores.items() if not np.all(np.isnan(v))}
+    for est in wanted:
+        if np.isnan(scores[est]).all() and est not in warned:
+            reasons = "; ".join(sorted(set(not_computed[est].values())))
+            warnings.warn(
+                f"{est} could not be computed for any source ({reasons}); its scores are NaN in the outputs",
+                NotComputedWarning,
+                stacklevel=2,
+            )
     timings["scores"] = time.perf_counter() - start
     print_fn(f"  scores: {len(scores)} estimators × {len(sources)} sources × {len(names)} targets")
 
@@ -299,13 +376,41 @@ def rank(
     if actual is not None and len(sources) >= 2:
         start = time.perf_counter()
         for est, mat in scores.items():
-            rows = ~np.isnan(mat).any(axis=1)
+            rows = np.isfinite(mat).all(axis=1)
             if rows.sum() < 2:
-                continue
+                continue  # listed by evaluation_table as not evaluated
             stats = evaluation.evaluate(mat[rows], actual[rows], num_bootstrap=num_bootstrap, seed=seed)
             report[est] = {k: tuple(v) for k, v in stats.items()}
         timings["evaluation"] = time.perf_counter() - start
-    return RankResult(source_names, names, scores, actual, loglik, report, timings)
+    return RankResult(source_names, names, scores, actual, loglik, report, timings, not_computed)
+
+
+def _is_int(x) -> bool:
+    return isinstance(x, (int, np.integer)) and not isinstance(x, bool)
+
+
+def _check_outputs(x: np.ndarray, source: str, what: str, *, centre: bool = False) -> None:
+    """Refuse a source whose outputs on the target images ([N, d]) are non-finite or the same for every image.
+
+    Either makes every estimator return its no-information value (or NaN), so
+    ranking such a source would silently be wrong. ``centre``: compare rows
+    less their mean (logits that differ by a constant give the same softmax).
+    """
+    bad = ~np.isfinite(x).all(axis=1)
+    if bad.any():
+        raise ValueError(
+            f"source {source}: its {what} are NaN or infinite on {int(bad.sum())} of {len(x)} images; "
+            "expected finite values (are the model's weights NaN or infinite?)"
+        )
+    if centre:
+        x = x - x.mean(axis=1, keepdims=True)
+    tol = 8 * np.finfo(np.result_type(x.dtype, np.float32)).eps * np.abs(x).max(axis=0)
+    if np.all(np.ptp(x, axis=0) <= tol):  # each column against its own scale
+        raise ValueError(
+            f"source {source}: its {what} are the same for all {len(x)} images (every one of the "
+            f"{x.shape[1]} columns is constant); expected outputs that vary with the image "
+            "(are the model's weights zero, or its units dead?)"
+        )
 
 
 def ranked_table(result: RankResult) -> str:
@@ -334,13 +439,17 @@ def ranked_table(result: RankResult) -> str:
         line += "".join(f" {ranks[e][i]:12.2f}" if np.isfinite(ranks[e][i]) else f" {'—':>12s}" for e in ests)
         lines.append(line)
     lines.append("(estimator columns: mean rank of the source over the target tasks, 1 = picked first)")
+    for est, by_source in result.not_computed.items():  # — in the table, NaN in the files
+        for why in dict.fromkeys(by_source.values()):
+            listed = ", ".join(s for s, w in by_source.items() if w == why)
+            lines.append(f"— {est} not computed for {listed}: {why}")
     return "\n".join(lines)
 
 
 def evaluation_table(result: RankResult) -> str:
     """Each estimator's correlations with actual transfer, pooled and within target, with intervals."""
     if not result.evaluation:
-        return "(no evaluation: needs ground truth and at least two sources)"
+        return "(no evaluation: needs ground truth and at least two sources with every estimator's scores)"
     cols = ("pearson_pooled", "spearman_pooled", "pearson_within", "spearman_within", "kendall_within",
             "weighted_tau_within", "top1_hit", "regret")  # fmt: skip
     head = f"{'estimator':18s}" + "".join(f" {c:>22s}" for c in cols)
@@ -348,6 +457,9 @@ def evaluation_table(result: RankResult) -> str:
     for est, stats in result.evaluation.items():
         cells = "".join(f" {stats[c][0]:6.3f} [{stats[c][1]:6.3f},{stats[c][2]:6.3f}]" for c in cols)
         lines.append(f"{est:18s}{cells}")
+    missing = [e for e in result.scores if e not in result.evaluation]
+    if missing:
+        lines.append(f"not evaluated (fewer than two sources with finite scores): {', '.join(missing)}")
     return "\n".join(lines)
 
 
@@ -361,8 +473,13 @@ def write_outputs(result: RankResult, out: str | Path, *, plots: bool = True) ->
     """Write ``scores.json``, ``scores.csv``, ``evaluation.json``, ``evaluation.csv`` and PNG plots.
 
     Every file is written to a temporary name and renamed when complete.
+
+    Raises:
+      ValueError: ``out`` is an existing file, or cannot be created.
     """
-    out = Path(out)
+    from ._io import check_output_folder
+
+    out = check_output_folder(out, what="out")
     out.mkdir(parents=True, exist_ok=True)
     written = []
     doc = {
@@ -371,6 +488,7 @@ def write_outputs(result: RankResult, out: str | Path, *, plots: bool = True) ->
         "scores": {e: m.tolist() for e, m in result.scores.items()},
         "actual_accuracy": None if result.actual is None else result.actual.tolist(),
         "actual_log_likelihood": None if result.log_likelihood is None else result.log_likelihood.tolist(),
+        "not_computed": result.not_computed,
         "timings_s": result.timings,
     }
     _write_text(out / "scores.json", json.dumps(doc, indent=1, allow_nan=True))

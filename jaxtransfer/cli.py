@@ -1,7 +1,9 @@
 """The ``jaxtransfer`` command line: ``score``, ``list``, ``demo``, ``rank``, ``reproduce`` and ``zoo``.
 
-Errors in the input (a missing or malformed file, an unknown estimator, a shape
-mismatch) print one line on stderr and exit with status 2; nothing is written.
+Errors in the input (a missing, truncated or malformed file, an unknown
+estimator, a shape mismatch, an option out of range, an output path that cannot
+be written) print one line on stderr and exit with status 2; nothing is
+written. Output paths and options are checked before any work starts.
 """
 
 from __future__ import annotations
@@ -11,7 +13,6 @@ import csv
 import io
 import json
 import sys
-import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -32,43 +33,91 @@ class CLIError(Exception):
     """A user error: reported in one line, exit status 2."""
 
 
+class _Parser(argparse.ArgumentParser):
+    """An argument parser whose errors are :class:`CLIError`s: one line, exit status 2 (sub-commands too)."""
+
+    def error(self, message: str):
+        raise CLIError(f"{message} (see `{self.prog} --help`)")
+
+
+def positive_int(text: str) -> int:
+    """An argparse type: an integer >= 1."""
+    return _int_at_least(text, 1, "a positive integer (1 or more)")
+
+
+def non_negative_int(text: str) -> int:
+    """An argparse type: an integer >= 0."""
+    return _int_at_least(text, 0, "an integer >= 0")
+
+
+def _int_at_least(text: str, low: int, expected: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected {expected}, got {text!r}") from None
+    if value < low:
+        raise argparse.ArgumentTypeError(f"expected {expected}, got {value}")
+    return value
+
+
 def load_array(spec: str, what: str) -> np.ndarray:
-    """Read ``FILE.npy``, ``FILE.npz`` (its only array) or ``FILE.npz:KEY`` without unpickling."""
+    """Read ``FILE.npy``, ``FILE.npz`` (its only array) or ``FILE.npz:KEY``; nothing is unpickled.
+
+    Raises:
+      CLIError: a missing file, a file that is not ``.npy``/``.npz``, an array
+        of Python objects, a truncated or corrupt file, or a missing or
+        ambiguous ``KEY``; the message starts with ``what``.
+    """
+    from ._io import npz_names, read_npy, read_npz
+
     path, _, key = spec.partition(":") if spec.count(":") == 1 and not Path(spec).exists() else (spec, "", "")
     p = Path(path)
     if not p.is_file():
         raise CLIError(f"{what}: no such file: {path}")
     with open(p, "rb") as fh:
         magic = fh.read(6)
-    if magic != b"\x93NUMPY" and not magic.startswith(b"PK\x03\x04"):
-        raise CLIError(f"{what}: {path} is not a readable .npy/.npz file (no NumPy or zip header)")
+    kind = "npy" if magic == b"\x93NUMPY" else "npz" if magic.startswith(b"PK") else None
+    if kind is None:
+        raise CLIError(
+            f"{what}: {path} is not a readable .npy/.npz file ("
+            + ("it is empty)" if not magic else "no NumPy or zip header)")
+        )
     try:
-        loaded = np.load(p, allow_pickle=False)
-    except ValueError as err:
-        raise CLIError(f"{what}: {path} holds Python objects, which are not loaded ({err})") from None
-    except (OSError, EOFError, zipfile.BadZipFile) as err:
-        raise CLIError(f"{what}: {path} is not a readable .npy/.npz file ({err})") from None
-    if isinstance(loaded, np.lib.npyio.NpzFile):
-        with loaded:
-            keys = list(loaded.keys())
+        if kind == "npy":
             if key:
-                if key not in keys:
-                    raise CLIError(f"{what}: {path} has no array {key!r}; it has {', '.join(keys) or 'none'}")
-            elif len(keys) == 1:
-                key = keys[0]
-            else:
-                raise CLIError(
-                    f"{what}: {path} holds {len(keys)} arrays ({', '.join(keys)}); choose one with {path}:KEY"
-                )
-            try:
-                return loaded[key]
-            except ValueError as err:
-                raise CLIError(
-                    f"{what}: {path}:{key} holds Python objects, which are not loaded ({err})"
-                ) from None
-    if key:
-        raise CLIError(f"{what}: {path} is a .npy file; ':{key}' applies only to .npz files")
-    return loaded
+                raise CLIError(f"{what}: {path} is a .npy file; ':{key}' applies only to .npz files")
+            return read_npy(p, what=".npy file")
+        keys = npz_names(p, what=".npz file")
+        if key:
+            if key not in keys:
+                raise CLIError(f"{what}: {path} has no array {key!r}; it has {', '.join(keys) or 'none'}")
+        elif len(keys) == 1:
+            key = keys[0]
+        else:
+            raise CLIError(
+                f"{what}: {path} holds {len(keys) or 'no'} arrays"
+                + (f" ({', '.join(keys)}); choose one with {path}:KEY" if keys else "")
+            )
+        return read_npz(p, what=".npz file", names=[key])[key]
+    except ValueError as err:
+        raise CLIError(f"{what}: {err}") from None
+
+
+def _check_output(path: str, what: str, *, folder: bool = False) -> Path:
+    """``path`` checked as an output file (or folder) before any work starts; CLIError if unusable."""
+    from ._io import check_output_file, check_output_folder
+
+    try:
+        return check_output_folder(path, what=what) if folder else check_output_file(path, what=what)
+    except ValueError as err:
+        raise CLIError(str(err)) from None
+
+
+def _write(path: Path, text: str, what: str) -> None:
+    try:
+        path.write_text(text)
+    except OSError as err:
+        raise CLIError(f"{what}: could not write {path} ({err.strerror or err})") from None
 
 
 def _stack(name: str, arr: np.ndarray, kind: str, stacked: bool) -> np.ndarray:
@@ -104,6 +153,7 @@ def _format(result: dict, fmt: str) -> str:
 def _score(args) -> int:
     import jaxtransfer as jt
 
+    output = _check_output(args.output, "--output") if args.output else None
     try:
         fn = jt.get_estimator(args.estimator)
     except ValueError as err:
@@ -158,8 +208,8 @@ def _score(args) -> int:
     if "l2" in options:
         result["l2"] = np.atleast_1d(options["l2"]).tolist()
     text = _format(result, args.format)
-    if args.output:
-        Path(args.output).write_text(text)
+    if output is not None:
+        _write(output, text, "--output")
     else:
         sys.stdout.write(text if text.endswith("\n") else text + "\n")
     return 0
@@ -187,19 +237,20 @@ def _list(args) -> int:
 def _demo(args) -> int:
     from ._demo import run_demo
 
+    output = _check_output(args.output, "--output") if args.output else None
     try:
         result = run_demo(print_fn=print if args.format == "table" else (lambda *a, **k: None))
     except RuntimeError as err:
         raise CLIError(str(err)) from None
     if args.format == "json":
         print(json.dumps(result, indent=2))
-    if args.output:
-        Path(args.output).write_text(json.dumps(result, indent=2))
+    if output is not None:
+        _write(output, json.dumps(result, indent=2), "--output")
     return 0
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="jaxtransfer", description="Transferability estimation in JAX.")
+    parser = _Parser(prog="jaxtransfer", description="Transferability estimation in JAX.")
     sub = parser.add_subparsers(dest="command", required=True)
 
     score = sub.add_parser("score", help="score sources against targets from .npy/.npz files")
@@ -251,8 +302,8 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     """Run the command line; returns the exit status."""
-    args = _parser().parse_args(argv)
     try:
+        args = _parser().parse_args(argv)
         return args.run(args)
     except CLIError as err:
         print(f"jaxtransfer: error: {err}", file=sys.stderr)
