@@ -22,3 +22,18 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if "gpu" in item.keywords and not has_gpu:
             item.add_marker(skip)
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _release_compiled_programs():
+    """Drop each test module's compiled programs when it ends.
+
+    Every XLA:CPU executable keeps memory mappings alive; a whole run of the
+    suite in one process otherwise passes Linux's limit of 65,530 mappings per
+    process (vm.max_map_count) and XLA aborts inside a compile.
+    """
+    yield
+    import gc
+
+    jax.clear_caches()
+    gc.collect()
