@@ -8,6 +8,7 @@ from ._entropy import conditional_entropy as conditional_entropy
 from ._entropy import hardness as hardness
 from ._entropy import nce as nce
 from ._estimator import EstimatorInfo as EstimatorInfo
+from ._estimator import PrecisionWarning as PrecisionWarning
 from ._estimator import available_estimators as available_estimators
 from ._estimator import get_estimator as get_estimator
 from ._gbc import gbc as gbc
@@ -44,6 +45,7 @@ def __getattr__(name):
 __all__ = [
     "EstimatorInfo",
     "LogMEDetails",
+    "PrecisionWarning",
     "available_estimators",
     "conditional_entropy",
     "gbc",

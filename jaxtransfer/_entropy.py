@@ -14,7 +14,7 @@ from jaxtransfer_kernels import (
 
 from ._estimator import Checked, EstimatorInfo, register, run_pair
 from ._options import choice, take_options
-from ._validation import as_labels, as_mask, check_same_samples
+from ._validation import as_labels, as_mask, check_cells, check_same_samples
 
 __all__ = ["conditional_entropy", "hardness", "nce"]
 
@@ -43,6 +43,7 @@ def _check(name):
             lead=lead,
         )
         check_same_samples("source_labels", z.shape[-1], "target_labels", y.shape[-1])
+        check_cells(f"{name}'s joint count table ({cz} × {cy} classes)", cz * cy)
         method = choice("method", opts["method"], ("auto", "onehot", "scatter"))
         static = {"num_source_classes": cz, "num_target_classes": cy, "method": method}
         return Checked(z, y, z.shape[-1], static, {})

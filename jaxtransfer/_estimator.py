@@ -17,23 +17,40 @@ function with this metadata attached as ``fn.info``.
 from __future__ import annotations
 
 import dataclasses
+import warnings
 from collections.abc import Callable
 from functools import partial
 from typing import Any, NamedTuple
 
 import jax
+import jax.numpy as jnp
+import numpy as np
 
-from ._validation import as_mask
+from ._validation import as_mask, is_concrete
 
 __all__ = [
     "Checked",
     "EstimatorInfo",
+    "PrecisionWarning",
     "available_estimators",
     "get_estimator",
     "one_source_per_step",
     "register",
     "run_pair",
+    "warn_unresolved",
 ]
+
+
+class PrecisionWarning(UserWarning):
+    """The working precision cannot resolve the features to the documented accuracy.
+
+    Raised (as a warning) by eager calls when a source's singular values
+    reach below about 100·eps of the largest (a condition number beyond
+    ~1e5 in float32) and the estimator depends on those directions (the
+    H-score's pseudo-inverse, least squares with a small penalty, TransRate
+    when κ·σ² is not negligible there). Enable float64 with
+    ``jax.config.update("jax_enable_x64", True)``.
+    """
 
 
 class Checked(NamedTuple):
@@ -68,6 +85,10 @@ class EstimatorInfo:
         ``vmap`` when the maths allows one fused operation.
       default_batch: ``(S, T, static) -> int``, sources per step of
         ``score_matrix`` when the caller gives no ``batch_size``.
+      unresolved: optional ``(state, **options) -> bool[]`` on ``prepare``'s
+        output: true when the working precision cannot resolve this source to
+        the documented accuracy (eager calls then warn, see
+        :class:`PrecisionWarning`).
     """
 
     name: str
@@ -81,6 +102,7 @@ class EstimatorInfo:
     finish: Callable[..., Any]
     matrix: Callable[..., Any] | None = None
     default_batch: Callable[[int, int, dict], int] | None = None
+    unresolved: Callable[..., Any] | None = None
 
     @property
     def higher_is_better(self) -> bool:
@@ -126,17 +148,49 @@ def get_estimator(estimator: str | Callable) -> Callable:
     raise TypeError(f"estimator must be a jaxtransfer estimator or its name, got {type(estimator).__name__}")
 
 
+def unresolved_flag(info: EstimatorInfo, state, opts: dict) -> jax.Array:
+    """``info.unresolved`` of a prepared source, or False for estimators without one."""
+    if info.unresolved is None:
+        return jnp.zeros((), bool)
+    return info.unresolved(state, **opts)
+
+
+def warn_unresolved(info: EstimatorInfo, flags, *, what: str = "the features", stacklevel: int = 3) -> None:
+    """Warn once per call site when concrete ``flags`` say a source is beyond the working precision."""
+    if flags is None or not is_concrete(flags):
+        return
+    hit = np.asarray(flags)
+    if not hit.any():
+        return
+    where = "" if hit.ndim == 0 else f" (sources {', '.join(map(str, np.flatnonzero(hit)[:10]))})"
+    dtype = np.dtype(jnp.result_type(float)).name
+    warnings.warn(
+        f"{info.name}: {what}{where} have singular values below about 100·eps of the largest "
+        f"(condition number beyond ~{0.01 / np.finfo(dtype).eps:.0e}), which {dtype} cannot resolve; "
+        "the score may be off by more than 1e-3. Enable float64 with "
+        'jax.config.update("jax_enable_x64", True).',
+        PrecisionWarning,
+        stacklevel=stacklevel,
+    )
+
+
 @partial(jax.jit, static_argnames=("info", "static"))
 def _pair(source, target, mask, dynamic, *, info, static):
     opts = {**dict(static), **dynamic}
-    return info.finish(info.prepare(source, mask, **opts), target, mask, **opts)
+    state = info.prepare(source, mask, **opts)
+    return info.finish(state, target, mask, **opts), unresolved_flag(info, state, opts)
 
 
 def run_pair(info: EstimatorInfo, source, target, mask, options: dict) -> jax.Array:
-    """Validate one pair eagerly, then run ``finish(prepare(...))`` jitted."""
+    """Validate one pair eagerly, then run ``finish(prepare(...))`` jitted.
+
+    Warns (:class:`PrecisionWarning`) when the source is beyond the working
+    precision; that needs the flag on the host, so an eager call waits for
+    its result.
+    """
     checked = info.check(source, target, options, 0)
     m = as_mask("mask", mask, (checked.n,))
-    return _pair(
+    score, flag = _pair(
         checked.source,
         checked.target,
         m,
@@ -144,3 +198,5 @@ def run_pair(info: EstimatorInfo, source, target, mask, options: dict) -> jax.Ar
         info=info,
         static=tuple(sorted(checked.static.items())),
     )
+    warn_unresolved(info, flag, stacklevel=4)
+    return score

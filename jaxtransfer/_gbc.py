@@ -9,7 +9,7 @@ from jaxtransfer_kernels import label_counts, soft_joint_histogram
 from ._estimator import Checked, EstimatorInfo, one_source_per_step, register, run_pair
 from ._options import take_options
 from ._pca import explained_variance_arg, num_components_arg, pca
-from ._validation import as_features, as_labels, check_same_samples
+from ._validation import as_features, as_labels, check_cells, check_same_samples
 
 __all__ = ["gbc"]
 
@@ -29,14 +29,14 @@ def _check(source, target, options, lead) -> Checked:
     check_same_samples("features", f.shape[-2], "labels", y.shape[-1])
     k = num_components_arg(opts["num_components"], f.shape[-1])
     q = explained_variance_arg(opts["explained_variance"], f.dtype)
+    check_cells(f"gbc's class-pair table ({cy} × {cy} classes × {k} components)", cy * cy * k)
     static = {"num_components": k, "num_target_classes": cy}
     return Checked(f, y, y.shape[-1], static, {"explained_variance": q})
 
 
 def _prepare(features, mask, *, num_components, explained_variance, **_):
-    """Source-only work: the PCA scores and the variance floor."""
-    p = pca(features, mask, num_components=num_components, explained_variance=explained_variance)
-    return p.scores, p.floor
+    """Source-only work: the PCA scores and the variance floor (:class:`PCA`)."""
+    return pca(features, mask, num_components=num_components, explained_variance=explained_variance)
 
 
 def _class_moments(z, y, mask, num_classes):
@@ -51,9 +51,8 @@ def _class_moments(z, y, mask, num_classes):
 
 
 def _finish(state, y, mask, *, num_target_classes, **_):
-    z, floor = state
-    present, means, var = _class_moments(z, y, mask, num_target_classes)
-    v = jnp.maximum(var, floor)  # [C, k]
+    present, means, var = _class_moments(state.scores, y, mask, num_target_classes)
+    v = jnp.maximum(var, state.floor)  # [C, k]
     log_v = jnp.log(v)
     avg = 0.5 * (v[:, None, :] + v[None, :, :])  # Σ = (Σ_i + Σ_j)/2, [C, C, k]
     diff = means[:, None, :] - means[None, :, :]
@@ -147,8 +146,10 @@ def gbc(
       sample has variance 0, hence the floor, and looks well separated.
       Classes absent from the sample (or masked out) are left out of the sum;
       with fewer than two classes present GBC is 0. All pairs are one
-      [C, C, k] array operation (memory C²·k per target). The PCA (one d×d
-      ``eigh``) is done once per source in ``score_matrix``.
+      [C, C, k] array operation (memory C²·k per target). The PCA (the
+      spectrum of the centred features, :func:`jaxtransfer_kernels.spectrum`,
+      accurate in float32 for small principal variances) is done once per
+      source in ``score_matrix``.
     """
     opts = {
         "num_components": num_components,

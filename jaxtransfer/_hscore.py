@@ -3,8 +3,9 @@
 Both scores are traces of the form ``tr(Σ⁻¹ B)`` with the feature covariance
 Σ and the between-class covariance B = cov(E[f|y]) = Σ_c (n_c/n)(μ_c − μ)(μ_c − μ)ᵀ.
 With the centred (masked) features F_c, the class sums s_c = Σ_{i: yᵢ=c} F_c[i]
-and the eigendecomposition of the centred Gram matrix C = F_cᵀF_c = V diag(λ) Vᵀ
-(or of the kernel K = F_cF_cᵀ = U diag(λ) Uᵀ when n < d),
+and the thin SVD F_c = U diag(σ) Vᵀ (λ = σ², the eigenvalues of the centred
+Gram matrix C = F_cᵀF_c; :func:`jaxtransfer_kernels.spectrum`, which keeps
+float32 accurate on ill-conditioned features),
 
     B = Σ_c s_c s_cᵀ / (n n_c),   U = F_c V diag(λ)^{-1/2},
 
@@ -27,16 +28,14 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jax import lax
-from jaxtransfer_kernels import label_counts, source_stats
+from jaxtransfer_kernels import Spectrum, label_counts, matmul, sample_weights, spectrum
 
 from ._estimator import Checked, EstimatorInfo, one_source_per_step, register, run_pair
 from ._options import take_options
-from ._validation import _to_array, as_features, as_labels, check_same_samples, is_concrete
+from ._validation import _to_array, as_features, as_labels, check_cells, check_same_samples, is_concrete
 
 __all__ = ["hscore", "shrinkage_hscore"]
 
-_HI = lax.Precision.HIGHEST
 _HSCORE_REFERENCE = (
     "Y. Bao, Y. Li, S.-L. Huang, L. Zhang, L. Zheng, A. Zamir, L. Guibas. An Information-Theoretic "
     "Approach to Transferability in Task Transfer Learning. ICIP 2019."
@@ -46,10 +45,6 @@ _SHRINKAGE_REFERENCE = (
     "metrics, their peculiarities, stability and performance. ECML-PKDD 2022."
 )
 _DEFAULTS = {"num_target_classes": None, "feature_mask": None}
-
-
-def _mm(a, b):
-    return jnp.matmul(a, b, precision=_HI)
 
 
 # ----------------------------------------------------------------------------- validation
@@ -88,6 +83,9 @@ def _checker(name: str):
             lead=lead,
         )
         check_same_samples("features", f.shape[-2], "labels", y.shape[-1])
+        check_cells(
+            f"{name}'s class indicators ({y.shape[-1]} samples × {classes} classes)", y.shape[-1] * classes
+        )
         fmask = _feature_mask(opts["feature_mask"], f.shape[-1])
         return Checked(f, y, y.shape[-1], {"num_target_classes": classes}, {"feature_mask": fmask})
 
@@ -97,76 +95,34 @@ def _checker(name: str):
 # ----------------------------------------------------------------------------- the shared spectrum
 
 
-class Spectrum(NamedTuple):
-    """The centred source, factorised once.
+class _Source(NamedTuple):
+    """The centred kept columns, factorised once (:func:`jaxtransfer_kernels.spectrum`).
 
-    ``basis`` U is [n, m] with orthonormal columns spanning the centred
-    features' column space (m = d, or m = n when n < d); column j has
-    eigenvalue ``eigvals[j]`` of C = F_cᵀF_c (or K = F_cF_cᵀ), eigenvalues
-    below the rank cut-off set to exactly 0 and their columns to 0.
+    All sums are in the units of the scaled features (both scores are
+    invariant to the features' scale).
     """
 
-    count: jax.Array  # [] kept samples n
+    spectrum: Spectrum
     dims: jax.Array  # [] kept feature columns p
-    trace: jax.Array  # [] tr(S), S = C / n the (1/n) covariance of the kept columns
     fourth: jax.Array  # [] Σᵢ ‖xᵢ‖⁴ of the centred kept samples
-    frobenius: jax.Array  # [] ‖S‖²_F
-    eigvals: jax.Array  # [m] ≥ 0
-    basis: jax.Array  # [n, m]
-    padded: jax.Array  # [] how many of the m eigenvalues belong to masked-out columns (primal form)
 
 
-def spectrum(features, mask=None, feature_mask=None) -> Spectrum:
-    """Centre the kept samples and columns and factorise them (pure, traceable).
+def _source(features, mask=None, feature_mask=None) -> _Source:
+    """Centre the kept samples and columns, and factorise them (pure, traceable).
 
-    Masked-out columns are zeroed, so their rows and columns of C are exactly
-    zero; in the primal form that block is replaced by m·n·I (m the mean kept
-    variance) before the eigendecomposition. The block stays decoupled, its
-    eigenvectors meet no data (F_c v = 0 there), and its eigenvalues equal
-    the shrinkage target, so it adds exactly nothing to either score or to the
-    Ledoit–Wolf dispersion. The rank cut-off ``eps·max(n, p)·max(λ)`` is
-    taken relative to the data's scale.
+    Masked-out columns are zeroed: they are all-zero columns of the centred
+    features, which the spectrum counts as structural zeros, so they add
+    nothing to either score.
     """
     f = jnp.asarray(features)
-    n_rows, d = f.shape
-    dtype = f.dtype
-    keep_cols = jnp.ones((d,), dtype) if feature_mask is None else jnp.asarray(feature_mask).astype(dtype)
-    f = f * keep_cols[None, :]
-    stats = source_stats(f, mask)
-    w = jnp.ones((n_rows,), dtype) if mask is None else jnp.asarray(mask).astype(dtype)
-    count = stats.count
-    safe_n = jnp.maximum(count, 1)
-    dims = jnp.sum(keep_cols)
-    fc = (f - stats.shift[None, :]) * w[:, None]
-    row_sq = jnp.sum(fc * fc, axis=1)
-    trace = jnp.sum(row_sq) / safe_n
-    fourth = jnp.sum(row_sq * row_sq)
-    mean_var = trace / jnp.maximum(dims, 1)
-    eps = jnp.finfo(dtype).eps
-    size = jnp.maximum(count, dims)
-    if n_rows < d:  # dual: the n×n kernel has the same non-zero eigenvalues as C
-        lam, u = jnp.linalg.eigh(_mm(fc, fc.T))
-        lam = jnp.maximum(lam, 0)
-        frobenius = jnp.sum((lam / safe_n) ** 2)
-        keep = lam > eps * size * jnp.max(lam)
-        lam = jnp.where(keep, lam, 0)
-        basis = u * keep.astype(dtype)[None, :]
-        padded = jnp.zeros((), dtype)
-    else:
-        gram = stats.gram - jnp.outer(stats.total, stats.total) / safe_n
-        frobenius = jnp.sum((gram / safe_n) ** 2)
-        gram = gram + jnp.diag((1 - keep_cols) * mean_var * count)
-        lam, v = jnp.linalg.eigh(gram)
-        lam = jnp.maximum(lam, 0)
-        keep = lam > eps * size * jnp.max(lam)
-        lam = jnp.where(keep, lam, 0)
-        inv_sqrt = jnp.where(keep, lax.rsqrt(jnp.where(keep, lam, 1)), 0)
-        basis = _mm(fc, v) * inv_sqrt[None, :]
-        padded = d - dims
-    return Spectrum(count, dims, trace, fourth, frobenius, lam, basis, padded)
+    d = f.shape[1]
+    keep_cols = jnp.ones((d,), f.dtype) if feature_mask is None else jnp.asarray(feature_mask).astype(f.dtype)
+    spec = spectrum(f * keep_cols[None, :], mask)
+    row_sq = jnp.sum(spec.features * spec.features, axis=1)
+    return _Source(spec, jnp.sum(keep_cols), jnp.sum(row_sq * row_sq))
 
 
-def ledoit_wolf_shrinkage(spec: Spectrum) -> jax.Array:
+def ledoit_wolf_shrinkage(source: _Source) -> jax.Array:
     """The Ledoit–Wolf shrinkage α of scikit-learn's ``ledoit_wolf_shrinkage``, from a spectrum.
 
     With the centred samples xᵢ, S = (1/n) Σ xᵢxᵢᵀ, m = tr(S)/p:
@@ -175,19 +131,19 @@ def ledoit_wolf_shrinkage(spec: Spectrum) -> jax.Array:
         α = min(β, δ) / δ   (0 when δ = 0 or p = 1).
 
     β uses ‖xᵢxᵢᵀ‖²_F = ‖xᵢ‖⁴ and Σᵢ tr(xᵢxᵢᵀS) = n‖S‖²_F, so no n×p×p array
-    is formed. δ is summed over eigenvalues, (λ_j/n − m)², which keeps its
-    digits when S is nearly isotropic (the expanded form ‖S‖² − p·m² does
-    not); in the dual form the p − n eigenvalues missing from the kernel are
-    zeros of S and add (p − n)·m².
+    is formed. δ is summed over the eigenvalues λ_j = σ_j²/n of S,
+    Σ_j (λ_j − m)² = Σ_j ((λ_j − m)² − m²) + p·m² (the p − rank zero
+    eigenvalues each add m²), which keeps its digits when S is nearly
+    isotropic (the expanded form ‖S‖² − p·m² does not).
     """
+    spec = source.spectrum
     n = jnp.maximum(spec.count, 1)
-    p = spec.dims
-    m = spec.trace / jnp.maximum(p, 1)
-    e = spec.eigvals / n
-    # primal: the masked block's eigenvalues equal m and add nothing; dual: add the missing zeros
-    missing = p - e.shape[0] + spec.padded
-    delta = (jnp.sum((e - m) ** 2) + missing * m * m) / jnp.maximum(p, 1)
-    beta = (spec.fourth / n - spec.frobenius) / (p * n)
+    p = source.dims
+    e = spec.singular * spec.singular / n
+    m = jnp.sum(spec.features * spec.features) / n / jnp.maximum(p, 1)
+    delta = (jnp.sum(jnp.where(spec.keep, (e - m) ** 2 - m * m, 0)) + p * m * m) / jnp.maximum(p, 1)
+    frobenius = jnp.sum(e * e)
+    beta = (source.fourth / n - frobenius) / (p * n)
     beta = jnp.clip(beta, 0, jnp.maximum(delta, 0))
     ok = (delta > 0) & (p > 1)
     return jnp.where(ok, beta / jnp.where(ok, delta, 1), 0)
@@ -196,26 +152,31 @@ def ledoit_wolf_shrinkage(spec: Spectrum) -> jax.Array:
 def _class_energy(q, labels, mask, num_classes):
     """Σ_c ‖Σ_{i: yᵢ=c} Q[i]‖² / n_c over the kept samples (empty classes add 0)."""
     n = labels.shape[0]
-    w = jnp.ones((n,), q.dtype) if mask is None else jnp.asarray(mask).astype(q.dtype)
+    w = sample_weights(n, mask, q.dtype)
     classes = jnp.arange(num_classes, dtype=jnp.int32)
     onehot = (labels.astype(jnp.int32)[:, None] == classes[None, :]).astype(q.dtype) * w[:, None]
-    sums = _mm(onehot.T, q)  # [C, m]
+    sums = matmul(onehot.T, q)  # [C, m]
     counts = label_counts(labels, num_classes=num_classes, mask=mask)
     has = counts > 0
     per_class = jnp.sum(sums * sums, axis=1) / jnp.where(has, counts, 1).astype(q.dtype)
     return jnp.sum(jnp.where(has, per_class, 0))
 
 
-def _finish(q, labels, mask, *, num_target_classes, **_):
-    return _class_energy(q, labels, mask, num_target_classes)
+class _Prepared(NamedTuple):
+    q: jax.Array  # [n, m] U diag(√g)
+    unresolved: jax.Array  # [] bool, the spectrum has directions the working precision cannot resolve
+
+
+def _finish(state, labels, mask, *, num_target_classes, **_):
+    return _class_energy(state.q, labels, mask, num_target_classes)
 
 
 # ----------------------------------------------------------------------------- H-score
 
 
 def _prepare_hscore(features, mask, *, feature_mask, **_):
-    spec = spectrum(features, mask, feature_mask)
-    return spec.basis  # g = 1 on every kept direction: the pseudo-inverse
+    spec = _source(features, mask, feature_mask).spectrum
+    return _Prepared(spec.basis, spec.unresolved)  # g = 1 on every kept direction: the pseudo-inverse
 
 
 @register(
@@ -230,6 +191,7 @@ def _prepare_hscore(features, mask, *, feature_mask, **_):
         prepare=_prepare_hscore,
         finish=_finish,
         default_batch=one_source_per_step,
+        unresolved=lambda state, **_: state.unresolved,
     )
 )
 def hscore(features, labels, *, num_target_classes=None, feature_mask=None, mask=None) -> jax.Array:
@@ -278,10 +240,15 @@ def hscore(features, labels, *, num_target_classes=None, feature_mask=None, mask
       vectors of the centred features (module docstring): a sum of squares,
       never negative (a pseudo-inverse in float32, and the element-wise
       product some implementations use in place of the matrix product, give
-      negative or meaningless values). Directions with eigenvalue below
-      ``eps·max(n, d)·max(λ)`` of the centred Gram matrix count as null. When
-      n ≲ d the score saturates near C − 1 whatever the features: prefer
-      :func:`shrinkage_hscore` there.
+      negative or meaningless values). U comes from
+      :func:`jaxtransfer_kernels.spectrum` (the SVD of the centred features
+      where the Gram matrix would lose digits), so float32 stays within 1e-3
+      of float64 for condition numbers up to 1e4, large means and any scale;
+      singular values below √max(n, d)·eps·σ_max count as null, and features
+      beyond float32's reach make an eager call warn
+      (:class:`jaxtransfer.PrecisionWarning`): the pseudo-inverse weighs every
+      direction alike. When n ≲ d the score saturates near C − 1 whatever the
+      features: prefer :func:`shrinkage_hscore` there.
     """
     opts = {"num_target_classes": num_target_classes, "feature_mask": feature_mask}
     return run_pair(hscore.info, features, labels, mask, opts)
@@ -291,15 +258,17 @@ def hscore(features, labels, *, num_target_classes=None, feature_mask=None, mask
 
 
 def _prepare_shrinkage(features, mask, *, feature_mask, **_):
-    spec = spectrum(features, mask, feature_mask)
-    alpha = ledoit_wolf_shrinkage(spec)
-    lam = spec.eigvals
-    target = spec.trace / jnp.maximum(spec.dims, 1) * spec.count  # m·n
+    source = _source(features, mask, feature_mask)
+    spec = source.spectrum
+    alpha = ledoit_wolf_shrinkage(source)
+    lam = spec.singular * spec.singular
+    target = jnp.sum(spec.features * spec.features) / jnp.maximum(source.dims, 1)  # m·n
     num = (1 - alpha) * lam
     den = num + alpha * target
     ok = den > 0
     g = jnp.where(ok, num / jnp.where(ok, den, 1), 0)
-    return spec.basis * jnp.sqrt(g)[None, :]
+    # unresolved directions (σ² below 1e-8·σ_max²) are shrunk away unless α is about as small
+    return _Prepared(spec.basis * jnp.sqrt(g)[None, :], spec.unresolved & (alpha < 1e-6))
 
 
 @register(
@@ -314,6 +283,7 @@ def _prepare_shrinkage(features, mask, *, feature_mask, **_):
         prepare=_prepare_shrinkage,
         finish=_finish,
         default_batch=one_source_per_step,
+        unresolved=lambda state, **_: state.unresolved,
     )
 )
 def shrinkage_hscore(features, labels, *, num_target_classes=None, feature_mask=None, mask=None) -> jax.Array:
@@ -362,8 +332,8 @@ def shrinkage_hscore(features, labels, *, num_target_classes=None, feature_mask=
       (e.g. transformer-ranker's, whose iris test value is 1.177842480406727)
       normalise cov(E[f|y]) by 1/(n − 1) while S uses 1/n; their value is this
       one times n/(n − 1). The Σᵢ‖xᵢ‖⁴ term of α is a sum of squared row norms
-      (no n×d×d array). One eigendecomposition of the centred d×d Gram matrix
-      (or the n×n kernel when n < d) per source serves every target.
+      (no n×d×d array). One factorisation per source (the spectrum of the
+      centred features, as for :func:`hscore`) serves every target.
     """
     opts = {"num_target_classes": num_target_classes, "feature_mask": feature_mask}
     return run_pair(shrinkage_hscore.info, features, labels, mask, opts)

@@ -9,7 +9,7 @@ from jaxtransfer_kernels import soft_joint_histogram
 
 from ._estimator import Checked, EstimatorInfo, register, run_pair
 from ._options import take_options
-from ._validation import as_features, as_labels, check_same_samples, is_concrete
+from ._validation import as_features, as_labels, check_cells, check_same_samples, is_concrete
 
 __all__ = ["leep"]
 
@@ -21,8 +21,9 @@ _DEFAULTS = {"logits": False, "num_target_classes": None}
 
 
 def _check_probabilities(probs: np.ndarray) -> None:
-    """Rows must be non-negative and sum to 1 (to a tolerance from the dtype)."""
-    eps = float(np.finfo(probs.dtype).eps)
+    """Rows must be non-negative and sum to 1 (to a tolerance from the dtype, at least float32's,
+    so that float32 probabilities upcast to float64 pass)."""
+    eps = max(float(np.finfo(probs.dtype).eps), float(np.finfo(np.float32).eps))
     tol = float(np.sqrt(eps)) + probs.shape[-1] * eps
     hint = "; if these are logits, pass logits=True"
     low = probs.min()
@@ -52,6 +53,7 @@ def _check(source, target, options, lead) -> Checked:
         lead=lead,
     )
     check_same_samples("source_probs", theta.shape[-2], "target_labels", y.shape[-1])
+    check_cells(f"leep's joint table ({theta.shape[-1]} source × {cy} target classes)", theta.shape[-1] * cy)
     if not opts["logits"] and is_concrete(theta):
         _check_probabilities(np.asarray(theta))
     return Checked(theta, y, y.shape[-1], {"logits": opts["logits"], "num_target_classes": cy}, {})
@@ -70,7 +72,8 @@ def _finish(theta, y, mask, *, num_target_classes, **_):
     has_mass = marginal > 0
     cond = jnp.where(has_mass, joint / jnp.where(has_mass, marginal, 1), 0)  # P̂(y | z); 0 for empty z
     expected = jnp.matmul(theta, cond, precision=jax.lax.Precision.HIGHEST)  # [n, Cy]
-    picked = jnp.take_along_axis(expected, y[:, None], axis=1)[:, 0]
+    # Σ_z P̂(y|z)θ_z(x) is a probability: at most 1, whatever the rounding (LEEP ≤ 0 exactly)
+    picked = jnp.minimum(jnp.take_along_axis(expected, y[:, None], axis=1)[:, 0], 1)
     keep = (w > 0) & (picked > 0)
     log_eep = jnp.where(keep, jnp.log(jnp.where(keep, picked, 1)), 0)
     return jnp.sum(w * log_eep) / jnp.sum(w)

@@ -39,6 +39,14 @@ def _finish(factor, targets, mask, *, l2):
     return -jnp.sum(ridge_objective(factor, targets, l2, mask), axis=-1)
 
 
+def _unresolved(factor, *, l2):
+    """Unresolved directions matter unless the smallest penalty shrinks them away (σ² ≪ nλ)."""
+    spec = factor.spectrum
+    eps = jnp.finfo(spec.features.dtype).eps
+    penalty_root = jnp.sqrt(spec.count * jnp.min(l2)) * spec.scale  # √(nλ) in the scaled units
+    return spec.unresolved & ~factor.cholesky & (penalty_root < 1e3 * eps * spec.singular[0])
+
+
 def _info(name, source, source_name, source_vector):
     return EstimatorInfo(
         name=name,
@@ -51,6 +59,7 @@ def _info(name, source, source_name, source_vector):
         prepare=_prepare,
         finish=_finish,
         default_batch=one_source_per_step,
+        unresolved=_unresolved,
     )
 
 
@@ -93,13 +102,19 @@ def linear_mse(features, targets, *, l2=1.0, mask=None) -> jax.Array:
 
     Notes:
       Centring removes b; what remains is ridge with penalty nλ. One
-      eigendecomposition of the centred d×d Gram matrix (the n×n kernel when
-      n < d) serves every target and every λ; a single λ > 0 with a
-      well-conditioned C + nλI uses a Cholesky factor instead. The residual is
-      computed directly (a second pass over the samples), so float32 keeps its
-      digits when the fit is nearly exact. Gradients are finite with a single
-      λ > 0, and through the eigendecomposition while its eigenvalues are
-      distinct.
+      factorisation of the source, its singular spectrum
+      (:func:`jaxtransfer_kernels.spectrum`: the eigendecomposition of the
+      centred Gram matrix, or of the n×n kernel when n < d, where that is
+      accurate, else the SVD of the centred features), serves every target
+      and every λ; a single λ > 0 with a well-conditioned C + nλI uses a
+      Cholesky factor instead. The features are centred before any product
+      and rescaled exactly by a power of two, and the residual is computed
+      directly (a second pass over the samples), so float32 stays within 1e-3
+      of float64 for condition numbers up to 1e4, any mean offset, feature
+      scales from 1e-20 to 1e18, and nearly exact fits. Beyond that, at
+      λ ≈ 0, an eager call warns (:class:`jaxtransfer.PrecisionWarning`).
+      Gradients are finite with a single λ > 0, and through the
+      factorisation while its singular values are distinct.
     """
     return run_pair(linear_mse.info, features, targets, mask, {"l2": l2})
 

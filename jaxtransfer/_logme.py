@@ -42,25 +42,20 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from jax import lax
-from jaxtransfer_kernels import ridge_factor
+from jaxtransfer_kernels import Spectrum, matmul, power_of_two_scale, spectrum
 
 from ._estimator import Checked, EstimatorInfo, one_source_per_step, register, run_pair
 from ._options import choice, take_options
-from ._validation import as_features, as_labels, as_mask, check_same_samples, is_concrete
+from ._validation import as_features, as_labels, as_mask, check_cells, check_same_samples, is_concrete
 
 __all__ = ["LogMEDetails", "logme", "logme_details"]
 
-_HI = lax.Precision.HIGHEST
 _REFERENCE = (
     "K. You, Y. Liu, J. Wang, M. Long. LogME: Practical Assessment of Pre-trained Models for "
     "Transfer Learning. ICML 2021."
 )
 _TASKS = ("classification", "regression", "multilabel")
 _DEFAULTS = {"task": "classification", "num_target_classes": None, "max_iter": 100, "tol": None}
-
-
-def _mm(a, b):
-    return jnp.matmul(a, b, precision=_HI)
 
 
 class LogMEDetails(NamedTuple):
@@ -79,6 +74,11 @@ class LogMEDetails(NamedTuple):
       used: [k] bool, the column is not zero on every kept sample (a zero
         column, such as a class absent from the kept samples, has unbounded
         evidence and is left out of ``score``).
+      unbounded: [k] bool, the column lies in the span of the features (its
+        residual is at the rounding level) and there are more samples than
+        directions: the evidence grows without bound as α/β → 0, and
+        ``evidence`` is its supremum, +inf (α NaN, β +inf). ``score`` is then
+        +inf too.
     """
 
     score: jax.Array
@@ -88,6 +88,7 @@ class LogMEDetails(NamedTuple):
     iterations: jax.Array
     converged: jax.Array
     used: jax.Array
+    unbounded: jax.Array
 
 
 # ----------------------------------------------------------------------------- validation
@@ -133,6 +134,7 @@ def _check(source, target, options, lead) -> Checked:
         )
         static["num_target_classes"] = classes
         n_target = y.shape[-1]
+        check_cells(f"logme's one-hot targets ({n_target} samples × {classes} classes)", n_target * classes)
     else:
         if opts["num_target_classes"] is not None:
             raise ValueError(
@@ -161,24 +163,9 @@ def _check(source, target, options, lead) -> Checked:
 # ----------------------------------------------------------------------------- the two halves
 
 
-class _Spectrum(NamedTuple):
-    """The source's factorisation, shared by every target and column."""
-
-    features: jax.Array  # [n, d] masked rows zero, not centred
-    basis: jax.Array  # [m, m] V (m = d, n ≥ d) or U (m = n, n < d)
-    eigvals: jax.Array  # [m] σ², those below the rank cut-off set to 0
-    keep: jax.Array  # [m] bool, eigenvalue counted in the rank
-    count: jax.Array  # [] kept samples
-
-
-def _prepare(features, mask, **_) -> _Spectrum:
-    """One eigendecomposition per source: of FᵀF (n ≥ d) or FFᵀ (n < d), uncentred."""
-    factor = ridge_factor(features, mask, center=False)
-    n, d = features.shape
-    e = jnp.maximum(factor.eigvals, 0)
-    # the rank rule of the ridge kernel: eigenvalues below eps·max(n, d)·max(e) are zero
-    keep = e > jnp.finfo(e.dtype).eps * max(n, d) * jnp.max(e)
-    return _Spectrum(factor.centred, factor.basis, jnp.where(keep, e, 0), keep, factor.count)
+def _prepare(features, mask, **_) -> Spectrum:
+    """One factorisation per source, of F itself (uncentred): U and σ of the thin SVD."""
+    return spectrum(features, mask, center=False)
 
 
 def _columns(targets, mask, *, task, num_target_classes, dtype):
@@ -193,22 +180,11 @@ def _columns(targets, mask, *, task, num_target_classes, dtype):
     return y
 
 
-def _projections(spec: _Spectrum, y):
-    """z² = (Uᵀy)² per eigenvalue [m, k] and ‖y − UUᵀy‖² [k], the latter computed directly."""
-    f, basis, keep = spec.features, spec.basis, spec.keep
-    n, d = f.shape
-    if n < d:  # basis = U, eigenvectors of the kernel FFᵀ
-        z = _mm(basis.T, y)
-        z = jnp.where(keep[:, None], z, 0)
-        fitted = _mm(basis, z)
-        z2 = z * z
-    else:  # basis = V, eigenvectors of FᵀF: Vᵀ Fᵀ y = diag(σ) z
-        q = _mm(basis.T, _mm(f.T, y))
-        inv = jnp.where(keep, 1 / jnp.where(keep, spec.eigvals, 1), 0)
-        z2 = q * q * inv[:, None]
-        fitted = _mm(f, _mm(basis, q * inv[:, None]))
-    resid = y - fitted  # the second pass: never ‖y‖² − ‖z‖², which cancels in float32
-    return z2, jnp.sum(resid * resid, axis=0)
+def _projections(spec: Spectrum, y):
+    """z² = (Uᵀy)² per direction [m, k] and ‖y − UUᵀy‖² [k], the latter computed directly."""
+    z = matmul(spec.basis.T, y)
+    resid = y - matmul(spec.basis, z)  # the second pass: never ‖y‖² − ‖z‖², which cancels in float32
+    return z * z, jnp.sum(resid * resid, axis=0)
 
 
 _GRID = 128  # points of the global search over log(α/β)
@@ -323,15 +299,28 @@ def _maximise(e, keep, z2, yperp2, count, tol, max_iter):
     )
 
 
-def _solve(spec: _Spectrum, targets, mask, *, task, num_target_classes, max_iter, tol) -> LogMEDetails:
+def _solve(spec: Spectrum, targets, mask, *, task, num_target_classes, max_iter, tol) -> LogMEDetails:
     dtype = spec.features.dtype
+    n, d = spec.features.shape
     y = _columns(targets, mask, task=task, num_target_classes=num_target_classes, dtype=dtype)
+    # each column at unit scale (an exact power of two): L(c·y)/n = L(y)/n − log c
+    y_scale = jax.vmap(power_of_two_scale)(jnp.max(jnp.abs(y), axis=0))
+    y = y * y_scale[None, :]
     z2, yperp2 = _projections(spec, y)
-    solve = partial(_maximise, spec.eigvals, spec.keep, count=spec.count, tol=tol, max_iter=max_iter)
+    e = spec.singular * spec.singular
+    solve = partial(_maximise, e, spec.keep, count=spec.count, tol=tol, max_iter=max_iter)
     evidence, alpha, beta, it, converged, used = jax.vmap(solve, in_axes=(1, 0))(z2, yperp2)
+    # y in the span of the features (to rounding) with fewer directions than samples: the evidence
+    # grows without bound as α/β → 0 (β → ∞); report its supremum, +inf
+    rank = jnp.sum(spec.keep, dtype=jnp.int32)
+    noise = 16 * jnp.finfo(dtype).eps * max(n, d) ** 0.5
+    unbounded = used & (yperp2 <= noise**2 * jnp.sum(y * y, axis=0)) & (rank < spec.count)
+    evidence = jnp.where(unbounded, jnp.inf, evidence + jnp.log(y_scale))
+    alpha = jnp.where(unbounded, jnp.nan, alpha * y_scale**2 / spec.scale**2)
+    beta = jnp.where(unbounded, jnp.inf, beta * y_scale**2)
     n_used = jnp.sum(used.astype(dtype))
     score = jnp.sum(jnp.where(used, evidence, 0)) / jnp.where(n_used > 0, n_used, jnp.nan)
-    return LogMEDetails(score, evidence, alpha, beta, it, converged, used)
+    return LogMEDetails(score, evidence, alpha, beta, it, converged & ~unbounded, used, unbounded)
 
 
 def _finish(spec, targets, mask, **opts):
@@ -424,10 +413,15 @@ def logme(
       Models for Transfer Learning", ICML 2021.
 
     Notes:
-      One eigendecomposition per source (of FᵀF, or of the n×n kernel FFᵀ
-      when n < d, from :func:`jaxtransfer_kernels.ridge_factor`) serves every
-      target and column; :func:`jaxtransfer.score_matrix` computes it once per
-      source. Unlike the most-copied implementation:
+      One factorisation per source, the singular spectrum of F itself
+      (:func:`jaxtransfer_kernels.spectrum`, uncentred: the eigendecomposition
+      of FᵀF or of the n×n kernel FFᵀ where that is accurate, else the SVD of
+      F, so that a large common mean or an ill-conditioned F keeps its digits
+      in float32), serves every target and column;
+      :func:`jaxtransfer.score_matrix` computes it once per source. Features
+      and regression targets are rescaled by exact powers of two (the evidence
+      per sample shifts by log c under y → c·y, which is added back). Unlike
+      the most-copied implementation:
 
       * the (d − r)·log α term of log|A| is kept (it cancels exactly against
         part of (d/2) log α), so the score is exact for n < d, does not grow
@@ -444,8 +438,15 @@ def logme(
         MacKay substitution converges slowly and can stop at a lower local
         maximum. When the supremum lies at α/β → 0 or ∞ the search stops where
         the evidence no longer changes in the working precision, and the
-        value is the supremum. Eigenvalues below eps·max(n, d)·max(σ²) count
-        as zero (the ridge kernel's rank rule).
+        value is the supremum; where that supremum is infinite (the column
+        lies in the span of the features, to rounding, with fewer directions
+        than samples) the evidence is +inf and ``logme_details`` flags it
+        ``unbounded``. Singular values below √max(n, d)·eps·σ_max count as
+        zero (the spectrum's rank rule).
+
+      Directions far below σ_max (beyond the working precision) enter as
+      log(1 + σ²/t) with t = α/β ≫ σ², so LogME stays accurate there and does
+      not warn.
 
       Reverse-mode gradients are not available (``lax.while_loop``).
 

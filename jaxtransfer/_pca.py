@@ -1,17 +1,17 @@
-"""Principal components from the ridge kernel's centred Gram matrix (shared by GBC and NLEEP).
+"""Principal components from the features' singular spectrum (shared by GBC and NLEEP).
 
-The centred scatter matrix C = Σᵢ wᵢ (fᵢ − f̄)(fᵢ − f̄)ᵀ comes from
-:func:`jaxtransfer_kernels.source_stats` (the same statistics the ridge
-estimators use), its eigendecomposition from ``jnp.linalg.eigh``. The number
-of components k is static (it shapes arrays); two rules can drop components
-inside those k without changing any shape — a dropped component's column of
-scores is exactly zero:
+The thin SVD of the centred features F_c = U diag(σ) Vᵀ comes from
+:func:`jaxtransfer_kernels.spectrum` (the factorisation the ridge estimators
+use); the principal variances are σ²/n. The number of components k is static
+(it shapes arrays); two rules can drop components inside those k without
+changing any shape — a dropped component's column of scores is exactly zero:
 
-* numerical rank: eigenvalues at or below ``eps·max(n, d)·e_max`` are rounding
-  noise (zero-padded feature columns, n ≤ d, collinear features);
+* numerical rank: the spectrum's rank rule (singular values at or below
+  √max(n, d)·eps·σ_max are rounding noise: zero-padded feature columns,
+  n ≤ d, collinear features);
 * ``explained_variance=q``: only the leading components whose preceding
   cumulative variance is below q·tr(C) are kept (the smallest m with
-  Σ_{j≤m} e_j ≥ q·tr(C); scikit-learn's ``PCA(n_components=q)`` rule, up to
+  Σ_{j≤m} σ_j² ≥ q·tr(C); scikit-learn's ``PCA(n_components=q)`` rule, up to
   ties).
 
 An all-zero column is harmless downstream: every class (GBC) or mixture
@@ -26,8 +26,7 @@ from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
-from jax import lax
-from jaxtransfer_kernels import source_stats
+from jaxtransfer_kernels import spectrum
 
 from ._validation import is_concrete
 
@@ -51,20 +50,24 @@ class PCA(NamedTuple):
     """Principal-component scores of one (masked) sample.
 
     Attributes:
-      scores: [n, k] centred features projected on the components; masked rows
-        and dropped components are exactly 0.
-      variances: [k] principal variances e_j / n_kept in descending order; 0
-        for dropped components.
-      components: [d, k] orthonormal columns (0 for dropped components).
+      scores: [n, k] centred features projected on the components, in the
+        units of the exactly rescaled features (a power of two times the
+        input's; GBC and NLEEP do not depend on the scale); masked rows and
+        dropped components are exactly 0.
+      variances: [k] principal variances σ_j²/n_kept in the same units, in
+        descending order; 0 for dropped components.
       count: [] number of kept samples (float).
       floor: [] the variance floor ``VARIANCE_FLOOR · variances[0]`` (1 when
         every feature is constant, where any positive floor gives the same
         scores).
+
+    Components in the spectrum's unresolved band (σ below 100·eps·σ_max) have
+    variances under 1e-10 of the largest, below the variance floor, so they
+    cannot change GBC or NLEEP.
     """
 
     scores: jax.Array
     variances: jax.Array
-    components: jax.Array
     count: jax.Array
     floor: jax.Array
 
@@ -110,29 +113,31 @@ def pca(features, mask=None, *, num_components: int, explained_variance=None) ->
       :class:`PCA`.
 
     Notes:
-      Cost O(n·d² + d³) (one d×d ``eigh``), once per source. Eigenvector signs
-      are arbitrary; GBC and the diagonal mixture of NLEEP do not depend on them.
+      The scores are U_k diag(σ_k) from :func:`jaxtransfer_kernels.spectrum`
+      (the eigendecomposition of the centred Gram matrix where that is
+      accurate, else the SVD of the centred features), so small principal
+      variances keep their digits in float32. Cost O(n·d·min(n, d)) once per
+      source. Component signs are arbitrary; GBC and the diagonal mixture of
+      NLEEP do not depend on them.
     """
-    f = jnp.asarray(features)
-    n, d = f.shape
+    spec = spectrum(features, mask)
     k = num_components
-    stats = source_stats(f, mask)  # shift = masked mean; gram = Σ w (f − shift)(f − shift)ᵀ
-    safe_n = jnp.maximum(stats.count, 1)
-    # ``total`` is Σ w (f − shift), zero up to rounding: remove it so C is exactly centred
-    mean = stats.shift + stats.total / safe_n
-    scatter = stats.gram - jnp.outer(stats.total, stats.total) / safe_n
-    e, v = jnp.linalg.eigh(scatter)
-    e, v = e[::-1], v[:, ::-1]  # descending
-    e = jnp.maximum(e, 0)
-    keep = e[:k] > jnp.finfo(f.dtype).eps * max(n, d) * e[0]
+    pad = max(0, k - spec.singular.shape[0])  # n < k: the components past the n-th are zero columns
+    if pad:
+        spec = spec._replace(
+            basis=jnp.pad(spec.basis, ((0, 0), (0, pad))),
+            singular=jnp.pad(spec.singular, (0, pad)),
+            keep=jnp.pad(spec.keep, (0, pad)),
+        )
+    sigma = spec.singular[:k]
+    keep = spec.keep[:k]
     if explained_variance is not None:
-        before = jnp.cumsum(e[:k]) - e[:k]
-        keep = keep & (before < explained_variance * jnp.sum(e))
-    components = jnp.where(keep[None, :], v[:, :k], 0)
-    variances = jnp.where(keep, e[:k], 0) / safe_n
-    w = jnp.ones((n,), f.dtype) if mask is None else jnp.asarray(mask).astype(f.dtype)
-    centred = (f - mean[None, :]) * w[:, None]
-    scores = jnp.matmul(centred, components, precision=lax.Precision.HIGHEST)
+        e = sigma * sigma
+        before = jnp.cumsum(e) - e
+        keep = keep & (before < explained_variance * jnp.sum(spec.features * spec.features))
+    sigma = jnp.where(keep, sigma, 0)
+    scores = spec.basis[:, :k] * sigma[None, :]
+    variances = sigma * sigma / jnp.maximum(spec.count, 1)
     top = variances[0]
-    floor = jnp.where(top > 0, VARIANCE_FLOOR * top, 1).astype(f.dtype)
-    return PCA(scores, variances, components, stats.count, floor)
+    floor = jnp.where(top > 0, VARIANCE_FLOOR * top, 1).astype(variances.dtype)
+    return PCA(scores, variances, spec.count, floor)

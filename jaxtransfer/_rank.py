@@ -31,6 +31,8 @@ from typing import Any
 import jax
 import numpy as np
 
+from ._validation import MAX_INFERRED_CLASSES
+
 __all__ = [
     "NotComputedWarning",
     "RankResult",
@@ -132,6 +134,12 @@ def _check_dataset(images, labels, names, what):
     for name, row in zip(names, labels, strict=True):
         if np.unique(row).size < 2:
             raise ValueError(f"{what}: task {name!r} has a single class; there is nothing to transfer to")
+        if row.max() >= MAX_INFERRED_CLASSES:
+            raise ValueError(
+                f"{what}: task {name!r} has the label {int(row.max())}, which would make "
+                f"{int(row.max()) + 1:,} classes (at most {MAX_INFERRED_CLASSES:,}); "
+                "labels must be class indices 0..C-1"
+            )
     return images, labels.astype(np.int32), names
 
 

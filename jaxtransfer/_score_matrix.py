@@ -7,16 +7,17 @@ from functools import partial
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jax import lax
 
-from ._estimator import get_estimator
+from ._estimator import get_estimator, unresolved_flag, warn_unresolved
 from ._validation import as_mask
 
 __all__ = ["score_matrix"]
 
 
 def _map_chunks(fn, xs, size: int, total: int):
-    """``fn`` on chunks of ``size`` leading items of the pytree ``xs``, concatenated.
+    """``fn`` on chunks of ``size`` leading items of the pytree ``xs``, outputs concatenated.
 
     One chunk runs at a time (``lax.map``), which bounds memory. A chunk of one
     calls ``fn`` on the unbatched item, so data-dependent branches inside stay
@@ -34,7 +35,7 @@ def _map_chunks(fn, xs, size: int, total: int):
         return x.reshape(chunks, size, *x.shape[1:])
 
     out = lax.map(lambda x: fn(x, batched=True), jax.tree.map(padded, xs))
-    return out.reshape(chunks * size, *out.shape[2:])[:total]
+    return jax.tree.map(lambda o: o.reshape(chunks * size, *o.shape[2:])[:total], out)
 
 
 @partial(jax.jit, static_argnames=("info", "static", "batch"))
@@ -42,15 +43,19 @@ def _matrix(sources, targets, source_mask, target_mask, dynamic, *, info, static
     opts = {**dict(static), **dynamic}
 
     def per_source(s, sm):
+        """Scores [T] and whether the working precision resolves this source."""
         if target_mask is None:
             state = info.prepare(s, sm, **opts)
-            return jax.vmap(lambda t: info.finish(state, t, sm, **opts))(targets)
+            scores = jax.vmap(lambda t: info.finish(state, t, sm, **opts))(targets)
+            return scores, unresolved_flag(info, state, opts)
 
         def pair(t, tm):
             m = tm if sm is None else sm & tm
-            return info.finish(info.prepare(s, m, **opts), t, m, **opts)
+            state = info.prepare(s, m, **opts)
+            return info.finish(state, t, m, **opts), unresolved_flag(info, state, opts)
 
-        return jax.vmap(pair)(targets, target_mask)
+        scores, flags = jax.vmap(pair)(targets, target_mask)
+        return scores, jnp.any(flags)
 
     def step(chunk, *, batched):
         s, sm = chunk
@@ -58,7 +63,8 @@ def _matrix(sources, targets, source_mask, target_mask, dynamic, *, info, static
             if not batched:
                 s, sm = s[None], None if sm is None else sm[None]
             out = info.matrix(s, targets, sm, target_mask, **opts)
-            return out if batched else out[0]
+            flags = jnp.zeros(out.shape[:1], bool)
+            return (out, flags) if batched else (out[0], flags[0])
         return jax.vmap(per_source)(s, sm) if batched else per_source(s, sm)
 
     return _map_chunks(step, (sources, source_mask), batch, sources.shape[0])
@@ -117,6 +123,18 @@ def score_matrix(
     """
     fn = get_estimator(estimator)
     info = fn.info
+    for name, value in (("sources", sources), ("targets", targets)):
+        shape = getattr(value, "shape", None)
+        if shape is None:
+            try:
+                shape = np.shape(value)
+            except ValueError:  # ragged: the estimator's check names it
+                continue
+        if len(shape) > 0 and shape[0] == 0:
+            raise ValueError(
+                f"{name} is empty (shape {tuple(shape)}): "
+                "score_matrix needs at least one source and one target"
+            )
     checked = info.check(sources, targets, options, 1)
     src, tgt, n = checked.source, checked.target, checked.n
     s, t = src.shape[0], tgt.shape[0]
@@ -131,7 +149,7 @@ def score_matrix(
         if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
             raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
         batch = batch_size
-    return _matrix(
+    scores, flags = _matrix(
         src,
         tgt,
         smask,
@@ -141,3 +159,5 @@ def score_matrix(
         static=tuple(sorted(checked.static.items())),
         batch=min(batch, s),
     )
+    warn_unresolved(info, flags, what="the features of some sources", stacklevel=2)
+    return scores

@@ -18,9 +18,12 @@ import jax.numpy as jnp
 import numpy as np
 
 __all__ = [
+    "MAX_INFERRED_CLASSES",
+    "MAX_TABLE_CELLS",
     "as_features",
     "as_labels",
     "as_mask",
+    "check_cells",
     "check_same_samples",
     "is_concrete",
     "num_classes_arg",
@@ -33,7 +36,7 @@ def is_concrete(x: Any) -> bool:
 
 
 def _to_array(name: str, x: Any) -> Any:
-    if isinstance(x, (jax.Array, np.ndarray)):
+    if isinstance(x, jax.Array):
         return x
     if isinstance(x, (str, bytes, dict, set)) or x is None:
         raise TypeError(f"{name} must be an array, got {type(x).__name__}")
@@ -43,11 +46,39 @@ def _to_array(name: str, x: Any) -> Any:
         raise TypeError(f"{name} must be an array, got {type(x).__name__} ({err})") from None
     if arr.dtype == object:
         raise TypeError(f"{name} must be a numeric array, got an object array (ragged or mixed input?)")
+    if not arr.dtype.isnative:  # big-endian data from a file, say: the same values, native order
+        arr = arr.astype(arr.dtype.newbyteorder("="))
     return arr
+
+
+def _check_stack(name: str, arr: Any, lead: int) -> None:
+    """A stacked argument (``lead`` leading axes) must have at least one entry per stack axis."""
+    if lead and arr.ndim >= lead and 0 in arr.shape[:lead]:
+        raise ValueError(
+            f"{name} is empty: its stack axis has length 0 (shape {tuple(arr.shape)}); "
+            "score at least one source against at least one target"
+        )
 
 
 def _shape_text(lead: int, core: str) -> str:
     return "[" + ", ".join([*["S/T"] * lead, core]) + "]" if lead else f"[{core}]"
+
+
+MAX_INFERRED_CLASSES = 2**16
+"""Largest class count read from the data (max label + 1); pass the count explicitly for more."""
+
+MAX_TABLE_CELLS = 2**31
+"""Largest count or probability table (class pairs, samples × classes…) an estimator will build."""
+
+
+def check_cells(what: str, cells: int) -> None:
+    """Refuse a table of more than :data:`MAX_TABLE_CELLS` cells before it is allocated."""
+    if cells > MAX_TABLE_CELLS:
+        raise ValueError(
+            f"{what} would need {cells:,} cells, more than the limit of {MAX_TABLE_CELLS:,} "
+            f"({MAX_TABLE_CELLS * 4 / 2**30:.0f} GiB of float32); labels must be class indices "
+            "0..C-1 with C the number of classes, and class counts passed explicitly no larger than needed"
+        )
 
 
 def num_classes_arg(name: str, value: Any) -> int | None:
@@ -70,6 +101,7 @@ def as_labels(
     else inferred as ``max + 1`` from concrete labels.
     """
     arr = _to_array(name, x)
+    _check_stack(name, arr, lead)
     if not (jnp.issubdtype(arr.dtype, jnp.integer) or arr.dtype == bool):
         raise TypeError(
             f"{name} must hold integer class labels, got dtype {arr.dtype}"
@@ -90,6 +122,17 @@ def as_labels(
         if lo < 0:
             raise ValueError(f"{name} contains the negative label {lo}; labels must be class indices >= 0")
         if num_classes is None:
+            if hi >= MAX_INFERRED_CLASSES:
+                where = tuple(int(i[0]) for i in np.nonzero(host == hi))
+                second = int(np.max(host[host != hi])) if np.any(host != hi) else None
+                raise ValueError(
+                    f"{name} contains the label {hi} (at index {where}), which would make "
+                    f"{hi + 1:,} classes; class counts read from the data are limited to "
+                    f"{MAX_INFERRED_CLASSES:,}"
+                    + (f" (the next largest label is {second})" if second is not None else "")
+                    + f". Labels must be class indices 0..C-1; if {hi + 1:,} classes are meant, "
+                    f"pass {class_arg}={hi + 1}"
+                )
             num_classes = hi + 1
         elif hi >= num_classes:
             raise ValueError(
@@ -116,6 +159,7 @@ def as_features(
     vector input is returned as a single column [*lead, n, 1].
     """
     arr = _to_array(name, x)
+    _check_stack(name, arr, lead)
     if jnp.issubdtype(arr.dtype, jnp.complexfloating) or not (
         jnp.issubdtype(arr.dtype, jnp.number) or arr.dtype == bool
     ):
@@ -131,8 +175,10 @@ def as_features(
         raise ValueError(f"{name} needs at least 2 samples, got {arr.shape[-2]}")
     if arr.shape[-1] < 1:
         raise ValueError(f"{name} has no columns (shape {tuple(np.shape(x))})")
-    if not jnp.issubdtype(arr.dtype, jnp.floating):
-        arr = arr.astype(jnp.result_type(float))
+    default = jnp.result_type(float)  # float32, or float64 with jax_enable_x64
+    if not jnp.issubdtype(arr.dtype, jnp.floating) or jnp.finfo(arr.dtype).bits < jnp.finfo(default).bits:
+        # integers, booleans, float16 and bfloat16 (common in training code) compute in the default dtype
+        arr = arr.astype(default)
     if is_concrete(arr):
         host = np.asarray(arr)
         bad = ~np.isfinite(host)

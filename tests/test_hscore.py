@@ -95,7 +95,7 @@ def test_ledoit_wolf_alpha_matches_sklearn(rng):
         rng.normal(size=(60, 5)),  # nearly isotropic: small α
         data(rng, 40, 8, 2, np.float64)[0],
     ]
-    alpha_of = jax.jit(lambda f, rows=None, cols=None: lw_alpha(_hscore.spectrum(f, rows, cols)))
+    alpha_of = jax.jit(lambda f, rows=None, cols=None: lw_alpha(_hscore._source(f, rows, cols)))
     with x64():
         for f in cases:
             alpha = alpha_of(f)

@@ -3,7 +3,6 @@
 import jax
 import numpy as np
 import pytest
-from jaxtransfer_kernels import ridge_factor
 from scipy.optimize import minimize
 from sklearn.datasets import load_iris
 from x64util import x64
@@ -309,17 +308,6 @@ def test_score_matrix_regression_and_target_mask(rng):
         [float(logme(s[m], t[m], task="regression")) for t, m in zip(tgt, tmask, strict=True)] for s in src
     ]
     np.testing.assert_allclose(np.asarray(got), want, rtol=1e-5)
-
-
-def test_uncentred_ridge_factor(rng):
-    f = features(rng, 20, 4, offset=3.0)
-    with x64():
-        factor = ridge_factor(f, center=False)
-        np.testing.assert_allclose(np.asarray(factor.mean), 0)
-        np.testing.assert_allclose(np.asarray(factor.eigvals), np.linalg.eigvalsh(f.T @ f), rtol=1e-12)
-        centred = ridge_factor(f)
-        fc = f - f.mean(axis=0)
-        np.testing.assert_allclose(np.asarray(centred.eigvals), np.linalg.eigvalsh(fc.T @ fc), rtol=1e-10)
 
 
 # ----------------------------------------------------------------------------- bad input

@@ -9,7 +9,7 @@ import scipy.special
 from x64util import x64
 
 import jaxtransfer as jt
-from jaxtransfer._nleep import _initial_indices, _prepare, nleep
+from jaxtransfer._nleep import KMEANS_ITER, _prepare, _seed_indices, nleep
 
 TOL = {np.float32: {"rtol": 1e-4, "atol": 1e-5}, np.float64: {"rtol": 1e-9, "atol": 1e-10}}
 N, D, C = 48, 6, 3
@@ -33,27 +33,48 @@ def pca_ref(f, k, fraction):
     return fc @ (v[:, :k] * keep), e[:k] * keep, e[0]
 
 
-def em_ref(z, idx, variances, floor, num_iter):
-    """Diagonal GMM by EM in float64, with per-component loops and a direct two-pass variance."""
+def m_step_ref(z, r, means, var, floor):
+    """M-step per component, direct two-pass variance; an empty component keeps its parameters, weight 0."""
+    means, var, weights = means.copy(), var.copy(), np.zeros(len(means))
+    for c in range(len(means)):
+        nc = r[:, c].sum()
+        if nc > 0:
+            means[c] = r[:, c] @ z / nc
+            var[c] = np.maximum(r[:, c] @ (z - means[c]) ** 2 / nc, floor)
+        weights[c] = nc / len(z)
+    return means, var, weights
+
+
+def kmeans_init_ref(z, seeds, variances, floor):
+    """scikit-learn's kmeans initialisation: Lloyd from the seed rows, then the hard assignment's M-step."""
+    k = len(seeds)
+    means, var = z[seeds].copy(), np.tile(np.maximum(variances, floor), (k, 1))
+
+    def hard(means):
+        d2 = ((z[:, None, :] - means[None, :, :]) ** 2).sum(-1)
+        return np.eye(k)[np.argmin(d2, axis=1)]
+
+    for _ in range(KMEANS_ITER):
+        means, var, _ = m_step_ref(z, hard(means), means, var, floor)
+    return m_step_ref(z, hard(means), means, var, floor)
+
+
+def em_ref(z, seeds, variances, floor, num_iter):
+    """Diagonal GMM by EM in float64 from the k-means initialisation, with per-component loops."""
     n = z.shape[0]
-    means = z[idx].copy()
-    var = np.tile(np.maximum(variances, floor), (len(idx), 1))
-    weights = np.full(len(idx), 1 / len(idx))
+    means, var, weights = kmeans_init_ref(z, seeds, variances, floor)
+    idx = seeds
 
     def posteriors():
         logp = np.empty((n, len(idx)))
         for c in range(len(idx)):
-            logp[:, c] = np.log(weights[c]) + scipy.stats.norm.logpdf(z, means[c], np.sqrt(var[c])).sum(1)
+            with np.errstate(divide="ignore"):  # log 0 = −inf for an empty component
+                log_weight = np.log(weights[c])
+            logp[:, c] = log_weight + scipy.stats.norm.logpdf(z, means[c], np.sqrt(var[c])).sum(1)
         return np.exp(logp - scipy.special.logsumexp(logp, axis=1, keepdims=True))
 
     for _ in range(num_iter):
-        r = posteriors()
-        for c in range(len(idx)):
-            nc = r[:, c].sum()
-            if nc > 0:
-                means[c] = r[:, c] @ z / nc
-                var[c] = np.maximum(r[:, c] @ (z - means[c]) ** 2 / nc, floor)
-            weights[c] = nc / n
+        means, var, weights = m_step_ref(z, posteriors(), means, var, floor)
     return posteriors()
 
 
@@ -65,19 +86,16 @@ def leep_ref(theta, y):
 
 
 def nleep_ref(f, y, key, *, k=64, fraction=0.8, clusters=None, num_iter=100, mask=None):
-    """NLEEP in float64 from the initial rows jaxtransfer draws (``_initial_indices``); returns
-    (score, posteriors) on the kept rows."""
+    """NLEEP in float64 on the kept rows, seeded by jaxtransfer's own k-means++ draw
+    (``_seed_indices``, the one shared piece: it fixes the random rows); returns (score, posteriors)."""
     f, y = np.asarray(f, np.float64), np.asarray(y)
-    n = len(y)
     clusters = clusters or 5 * (int(y.max()) + 1)
-    m = np.ones(n, bool) if mask is None else np.asarray(mask)
-    idx = np.asarray(_initial_indices(key, None if mask is None else m, n, clusters))
-    assert m[idx].all()
-    position = np.cumsum(m) - 1  # row index after dropping the masked rows
+    m = np.ones(len(y), bool) if mask is None else np.asarray(mask)
     f, y = f[m], y[m]
     z, variances, top = pca_ref(f, min(k, f.shape[1]), fraction)
+    seeds = np.asarray(_seed_indices(key, jax.numpy.asarray(z), None, clusters))
     floor = 1e-6 * top if top > 0 else 1.0
-    theta = em_ref(z, position[idx], variances, floor, num_iter)
+    theta = em_ref(z, seeds, variances, floor, num_iter)
     return leep_ref(theta, y), theta
 
 
@@ -148,18 +166,46 @@ def test_same_key_is_bitwise_identical(rng):
     assert len(set(scores)) > 1  # the key matters
 
 
-def test_initial_rows_are_distinct_kept_rows():
+def test_seeds_are_distinct_kept_rows(rng):
+    z = rng.normal(size=(30, 3))
     mask = np.arange(30) % 3 != 0
-    idx = np.asarray(_initial_indices(KEY, mask, 30, 12))
+    idx = np.asarray(_seed_indices(KEY, z, mask, 12))
     assert len(set(idx.tolist())) == 12 and mask[idx].all()
     # the draw depends on the kept rows only: the same rows after dropping the masked ones
-    dropped = np.asarray(_initial_indices(KEY, None, int(mask.sum()), 12))
+    dropped = np.asarray(_seed_indices(KEY, z[mask], None, 12))
     np.testing.assert_array_equal((np.cumsum(mask) - 1)[idx], dropped)
     with x64():  # the same rows whatever the precision mode
-        np.testing.assert_array_equal(np.asarray(_initial_indices(KEY, mask, 30, 12)), idx)
-    # more clusters than kept rows: every kept row is used, then they repeat
-    idx = np.asarray(_initial_indices(KEY, mask, 30, 25))
+        np.testing.assert_array_equal(np.asarray(_seed_indices(KEY, z, mask, 12)), idx)
+    # more clusters than distinct kept rows: every kept row is used, then they repeat
+    idx = np.asarray(_seed_indices(KEY, z, mask, 25))
     assert mask[idx].all() and len(set(idx.tolist())) == 20
+
+
+def test_seeds_spread_out():
+    # k-means++: a far-away point is drawn as soon as one seed sits in the big cluster
+    z = np.concatenate([np.zeros((99, 2)), [[1000.0, 0.0]]])
+    z[:99, 1] = np.linspace(0, 1, 99)
+    hits = [99 in np.asarray(_seed_indices(jax.random.key(s), z, None, 2)).tolist() for s in range(20)]
+    assert all(hits)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("setup", ["one_hot", "index", "blobs"])
+def test_separable_classes_give_zero(rng, setup, dtype):
+    # perfectly separable classes: every mixture component sits inside one class, NLEEP = 0 (as with
+    # scikit-learn's kmeans-initialised mixtures); random-row seeds with the overall variance left
+    # components straddling classes (-0.09 to -1.4, depending on the key)
+    c, n = 15, 600
+    y = rng.permutation(np.arange(n) % c)
+    f = {
+        "one_hot": 100.0 * np.eye(c)[y],
+        "index": np.stack([y, y % 3], axis=1).astype(float),
+        "blobs": 1000 * rng.normal(size=(c, 32))[y] + rng.normal(size=(n, 32)),
+    }[setup]
+    with x64(dtype == np.float64):
+        for key in range(3):
+            got = float(nleep(f.astype(dtype), y, key=jax.random.key(key)))
+            assert -1e-5 < got <= 0.0
 
 
 def test_mask_equals_dropping_rows(rng):

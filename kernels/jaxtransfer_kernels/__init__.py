@@ -1,4 +1,4 @@
-"""Low-level jitted kernels of jaxtransfer: histograms, entropies, spectral ridge.
+"""Low-level jitted kernels of jaxtransfer: histograms, entropies, spectra, ridge.
 
 Imports only jax and numpy. Everything here is pure and works under ``jit``,
 ``vmap`` and ``grad``; input validation lives in :mod:`jaxtransfer`.
@@ -21,22 +21,45 @@ from ._ridge import ridge_factor as ridge_factor
 from ._ridge import ridge_objective as ridge_objective
 from ._ridge import ridge_objective_from_stats as ridge_objective_from_stats
 from ._ridge import source_stats as source_stats
+from ._spectrum import GRAM_RESOLUTION as GRAM_RESOLUTION
+from ._spectrum import Scaled as Scaled
+from ._spectrum import Spectrum as Spectrum
+from ._spectrum import centre_and_scale as centre_and_scale
+from ._spectrum import gram as gram
+from ._spectrum import half_logdet_identity_plus as half_logdet_identity_plus
+from ._spectrum import matmul as matmul
+from ._spectrum import power_of_two_scale as power_of_two_scale
+from ._spectrum import sample_weights as sample_weights
+from ._spectrum import spectrum as spectrum
+from ._spectrum import unresolved_band as unresolved_band
 
 __all__ = [
+    "GRAM_RESOLUTION",
     "ONEHOT_MAX_CELLS",
     "CrossStats",
     "RidgeFactor",
+    "Scaled",
     "SourceStats",
+    "Spectrum",
     "add_stats",
+    "centre_and_scale",
     "choose_histogram_method",
     "conditional_entropy_from_counts",
     "cross_stats",
     "entropy_from_counts",
+    "gram",
+    "half_logdet_identity_plus",
     "joint_histogram",
     "joint_histograms",
     "label_counts",
+    "matmul",
+    "power_of_two_scale",
     "ridge_factor",
     "ridge_objective",
     "ridge_objective_from_stats",
+    "sample_weights",
     "soft_joint_histogram",
+    "source_stats",
+    "spectrum",
+    "unresolved_band",
 ]

@@ -11,26 +11,26 @@ matrix C = F_cᵀF_c = V diag(e) Vᵀ and G = F_cᵀY_c,
 
     n·J(λ) = ‖Y_c‖² − Σ_j (V_jᵀG)² / (e_j + p),
 
-for every target and every λ from one eigendecomposition. λ = 0 is least
-squares, minimum-norm when C is singular: eigenvalues of C below
-``eps·max(n, d)·max(e)`` are treated as zero. Because C squares the singular
-values σ of F_c, this drops directions with σ/σ_max below
-``sqrt(eps·max(n, d))`` — about 2e-3 in float32 at n = 40, where
-``numpy.linalg.lstsq`` on F itself keeps directions down to
-``eps·max(n, d)``. For least squares on ill-conditioned features, enable
-float64 (``jax_enable_x64``), where the same rule reaches σ/σ_max ≈ 1e-7.
+for every target and every λ from one eigendecomposition.
 
 Two routes:
 
 * **Statistics** (:class:`SourceStats`, :class:`CrossStats`): sums that add
   across batches and devices, finalised by :func:`ridge_objective_from_stats`
-  with the closed form above. It loses digits when the fit is nearly exact,
-  because the residual is a difference of two large numbers.
+  with the closed form above. It loses digits when the fit is nearly exact
+  (the residual is a difference of two large numbers) and, forming C, when
+  the features are ill-conditioned; eigenvalues of C below
+  ``eps·max(n, d)·max(e)`` count as zero.
 * **Factor + second pass** (:func:`ridge_factor`, :func:`ridge_objective`): the
-  source is factorised once (an eigendecomposition, or a Cholesky factor when a
-  single λ > 0 makes C + nλI well conditioned), and each target's residual
-  Y_c − F_cA is computed directly. When n < d the n×n kernel K = F_cF_cᵀ is
-  factorised instead, so the cost is O(n·d·min(n, d)).
+  source is factorised once — its singular spectrum (:func:`spectrum`: the
+  eigendecomposition of C, or of the n×n kernel when n < d, where that is
+  accurate, else the SVD of the centred features), or a Cholesky factor when a
+  single λ > 0 makes C + nλI well conditioned — and each target's residual
+  Y_c − F_cA is computed directly. λ = 0 is least squares, minimum-norm when
+  the features are rank-deficient, with the rank rule of :func:`spectrum`
+  (σ ≤ √max(n, d)·eps·σ_max counts as zero); float32 stays within about 1e-3
+  of float64 for condition numbers up to about 1e4, for any mean offset and
+  for feature scales from 1e-30 to 1e30.
 """
 
 from __future__ import annotations
@@ -41,6 +41,8 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 from jax.scipy.linalg import cho_solve
+
+from ._spectrum import Spectrum, centre_and_scale, gram, matmul, power_of_two_scale, sample_weights, spectrum
 
 __all__ = [
     "CrossStats",
@@ -53,12 +55,6 @@ __all__ = [
     "ridge_objective_from_stats",
     "source_stats",
 ]
-
-_HI = lax.Precision.HIGHEST
-
-
-def _mm(a, b):
-    return jnp.matmul(a, b, precision=_HI)
 
 
 class SourceStats(NamedTuple):
@@ -79,12 +75,6 @@ class CrossStats(NamedTuple):
     squares: jax.Array  # [k]
 
 
-def _weights(n, mask, dtype):
-    if mask is None:
-        return jnp.ones((n,), dtype)
-    return jnp.asarray(mask).astype(dtype)
-
-
 def source_stats(features, mask=None, *, shift=None) -> SourceStats:
     """Accumulate one batch of source statistics.
 
@@ -102,12 +92,12 @@ def source_stats(features, mask=None, *, shift=None) -> SourceStats:
       :class:`SourceStats`.
     """
     f = jnp.asarray(features)
-    w = _weights(f.shape[0], mask, f.dtype)
+    w = sample_weights(f.shape[0], mask, f.dtype)
     count = jnp.sum(w)
     if shift is None:
         shift = jnp.sum(f * w[:, None], axis=0) / jnp.maximum(count, 1)
     fc = (f - shift[None, :]) * w[:, None]
-    return SourceStats(count, jnp.asarray(shift, f.dtype), jnp.sum(fc, axis=0), _mm(fc.T, fc))
+    return SourceStats(count, jnp.asarray(shift, f.dtype), jnp.sum(fc, axis=0), matmul(fc.T, fc))
 
 
 def cross_stats(features, targets, mask=None, *, feature_shift, target_shift=None) -> CrossStats:
@@ -124,13 +114,13 @@ def cross_stats(features, targets, mask=None, *, feature_shift, target_shift=Non
     """
     f = jnp.asarray(features)
     y = jnp.asarray(targets)
-    w = _weights(f.shape[0], mask, f.dtype)
+    w = sample_weights(f.shape[0], mask, f.dtype)
     if target_shift is None:
         target_shift = jnp.sum(y * w[:, None], axis=0) / jnp.maximum(jnp.sum(w), 1)
     target_shift = jnp.asarray(target_shift, y.dtype)
     yc = (y - target_shift[None, :]) * w[:, None]
     fc = (f - jnp.asarray(feature_shift)[None, :]) * w[:, None]
-    return CrossStats(target_shift, jnp.sum(yc, axis=0), _mm(fc.T, yc), jnp.sum(yc * yc, axis=0))
+    return CrossStats(target_shift, jnp.sum(yc, axis=0), matmul(fc.T, yc), jnp.sum(yc * yc, axis=0))
 
 
 def add_stats(a, b):
@@ -166,7 +156,7 @@ def ridge_objective_from_stats(source: SourceStats, cross: CrossStats, l2) -> ja
     g = cross.cross - jnp.outer(source.total, cross.total) / safe_n
     yy = cross.squares - cross.total**2 / safe_n
     e, v = jnp.linalg.eigh(c)
-    proj2 = _mm(v.T, g) ** 2  # [d, k]
+    proj2 = matmul(v.T, g) ** 2  # [d, k]
     size = jnp.maximum(n, c.shape[0])
 
     def one(lam):
@@ -180,69 +170,90 @@ def ridge_objective_from_stats(source: SourceStats, cross: CrossStats, l2) -> ja
 class RidgeFactor(NamedTuple):
     """A source factorised once for :func:`ridge_objective`.
 
-    ``basis`` is [m, m] with m = d (primal form, n ≥ d) or m = n (dual form,
-    n < d): the eigenvectors of C or K, or, when ``cholesky`` is true, the lower
-    Cholesky factor of C + ``penalty``·I (then ``eigvals`` is unused).
+    Either the spectrum (any number of λ), or, when ``cholesky`` is true, the
+    lower Cholesky factor of c·G + I for one λ, with G the Gram matrix AᵀA
+    (n ≥ d) or the kernel AAᵀ (n < d) of the scaled centred features A and
+    c = 1/(nλ·scale²) (``inv_penalty``). The unused half is zeros.
     """
 
-    count: jax.Array  # []
-    mean: jax.Array  # [d] (zero when built with center=False)
-    centred: jax.Array  # [n, d], masked rows zero (uncentred when built with center=False)
-    basis: jax.Array  # [m, m]
-    eigvals: jax.Array  # [m]
-    penalty: jax.Array  # [] the n·λ the Cholesky factor includes
+    spectrum: Spectrum
     cholesky: jax.Array  # [] bool
+    factor: jax.Array  # [m, m], m = d (n ≥ d) or n (n < d)
+    inv_penalty: jax.Array  # [] c
 
 
-def _is_dual(n: int, d: int) -> bool:
-    return n < d
+def _scaled_penalty(count, l2, scale):
+    """√(nλ)·scale: the penalty nλ in the units of the scaled features is its square."""
+    return jnp.sqrt(count * l2) * scale
 
 
-def ridge_factor(features, mask=None, *, l2=None, center: bool = True) -> RidgeFactor:
+def ridge_factor(features, mask=None, *, l2=None, method: str = "auto") -> RidgeFactor:
     """Factorise a source once for any number of targets.
+
+    The features are centred and rescaled exactly (:func:`centre_and_scale`)
+    and factorised by :func:`spectrum`, which keeps float32 accurate on
+    ill-conditioned features and large means.
 
     Args:
       features: float [n, d].
       mask: optional bool [n]; masked rows are left out of everything.
-      l2: optional scalar λ. When given, and n·λ ≥ √eps·tr(C) so that
+      l2: optional scalar λ. When given, and nλ ≥ √eps·tr(C) so that
         C + nλI is well conditioned, a Cholesky factor of it replaces the
-        eigendecomposition (several times cheaper); the factor then serves that
-        λ only. ``None`` always uses the eigendecomposition, which serves any λ.
-      center: static. ``True`` (the default) factorises the centred features,
-        as :func:`ridge_objective` needs. ``False`` factorises the features as
-        they are (masked rows zeroed; ``mean`` is then zero and ``centred``
-        holds the uncentred features), for models without a bias such as
-        LogME; :func:`ridge_objective` must not be given such a factor.
+        spectrum (several times cheaper, and accurate: the penalty dominates
+        the rounding of C); the factor then serves that λ only. ``None``
+        always uses the spectrum, which serves any λ.
+      method: static, the spectrum's route (:func:`spectrum`).
 
     Returns:
-      :class:`RidgeFactor`. The form (primal d×d or dual n×n) is static: dual
-      when n < d.
+      :class:`RidgeFactor`.
     """
-    f = jnp.asarray(features)
-    n, d = f.shape
-    stats = source_stats(f, mask, shift=None if center else jnp.zeros((d,), f.dtype))
-    fc = (f - stats.shift[None, :]) * _weights(n, mask, f.dtype)[:, None]
-    m = _mm(fc, fc.T) if _is_dual(n, d) else stats.gram
-    dim = m.shape[0]
+    scaled = centre_and_scale(features, mask)
+    a = scaled.features
+    g = gram(a)
+    dim = g.shape[0]
+    dtype = a.dtype
+
+    def spectral(_):
+        spec = spectrum(scaled, method=method, gram_matrix=g)
+        return RidgeFactor(spec, jnp.array(False), jnp.zeros_like(g), jnp.zeros((), dtype))
+
     if l2 is None:
-        e, v = jnp.linalg.eigh(m)
-        return RidgeFactor(stats.count, stats.shift, fc, v, e, jnp.zeros((), f.dtype), jnp.array(False))
-    penalty = stats.count * jnp.asarray(l2, f.dtype)
-    use_chol = (penalty > 0) & (penalty >= jnp.sqrt(jnp.finfo(f.dtype).eps) * jnp.trace(m))
+        return spectral(None)
+    penalty = _scaled_penalty(scaled.count, jnp.asarray(l2, dtype), scaled.scale) ** 2
+    use_chol = (penalty > 0) & (penalty >= jnp.sqrt(jnp.finfo(dtype).eps) * jnp.trace(g))
 
-    def chol(m):
-        return jnp.linalg.cholesky(m + penalty * jnp.eye(dim, dtype=m.dtype)), jnp.zeros((dim,), m.dtype)
+    def chol(_):
+        c = 1 / penalty  # 0 when the penalty overflows: the features then explain nothing
+        factor = jnp.linalg.cholesky(c * g + jnp.eye(dim, dtype=dtype))
+        m = min(a.shape)
+        n = a.shape[0]
+        spec = Spectrum(
+            *scaled,
+            jnp.zeros((n, m), dtype),
+            jnp.zeros((m,), dtype),
+            jnp.zeros((m,), bool),
+            jnp.zeros((), jnp.int32),
+            jnp.array(False),
+            jnp.zeros((m,), bool),
+        )
+        return RidgeFactor(spec, jnp.array(True), factor, c)
 
-    def eig(m):
-        e, v = jnp.linalg.eigh(m)
-        return v, e
-
-    basis, e = lax.cond(use_chol, chol, eig, m)
-    return RidgeFactor(stats.count, stats.shift, fc, basis, e, penalty, use_chol)
+    return lax.cond(use_chol, chol, spectral, None)
 
 
 def ridge_objective(factor: RidgeFactor, targets, l2, mask=None) -> jax.Array:
     """Ridge objective J(λ) per output, residuals computed directly.
+
+    With z = Uᵀy_c and, per direction, r = nλ/σ² (in the scaled units), the
+    fit shrinks z by g = 1/(1 + r) and the penalty adds g·h·z² with
+    h = 1 − g = r/(1 + r) (formed directly: for r ≪ 1, 1 − g would round to 0), so
+
+        n·J(λ) = ‖y_c − U(g ⊙ z)‖² + Σ g h z²,
+
+    the first term formed from the residual vector itself (a second pass
+    over the samples), never as ‖y_c‖² − Σ(…)², which cancels in float32 when
+    the fit is nearly exact. r may be 0 or +inf (λ = 0; a penalty beyond the
+    working range) without NaN.
 
     Args:
       factor: from :func:`ridge_factor` on the same samples and mask. If it was
@@ -255,35 +266,48 @@ def ridge_objective(factor: RidgeFactor, targets, l2, mask=None) -> jax.Array:
     Returns:
       [*l2.shape, k] objective values (1/n)(‖y − ŷ‖² + nλ‖a‖²).
     """
-    fc = factor.centred
-    n, d = fc.shape
-    y = jnp.asarray(targets, fc.dtype)
-    w = _weights(n, mask, fc.dtype)
-    count = factor.count
-    mean_y = jnp.sum(y * w[:, None], axis=0) / jnp.maximum(count, 1)
-    yc = (y - mean_y[None, :]) * w[:, None]
-    dual = _is_dual(n, d)
-    rhs = yc if dual else _mm(fc.T, yc)
-    size = max(n, d)
+    spec = factor.spectrum
+    a = spec.features
+    n, d = a.shape
+    count = jnp.maximum(spec.count, 1)
+    dtype = a.dtype
+    y = jnp.asarray(targets, dtype)
+    w = sample_weights(n, mask, dtype)[:, None]
+    # the targets at unit scale too (an exact power of two), so that squares cannot overflow
+    mean_y = jnp.sum(y * w, axis=0, keepdims=True) / count
+    yc = (y - mean_y) * w
+    sy = power_of_two_scale(jnp.max(jnp.abs(yc)))
+    yc = yc * sy
+    z = matmul(spec.basis.T, yc)  # [m, k]
 
-    def objective(x, penalty):
-        coef = _mm(fc.T, x) if dual else x
-        resid = yc - _mm(fc, coef)
-        total = jnp.sum(resid * resid, axis=0) + penalty * jnp.sum(coef * coef, axis=0)
-        return total / jnp.maximum(count, 1)
+    def by_spectrum(lam):
+        q = _scaled_penalty(spec.count, lam, spec.scale)
+        # r = (√(nλ)/σ)², capped where it would overflow (the direction is then shrunk to nothing
+        # anyway); dropped directions get a stand-in 1 so that no inf or NaN reaches a gradient
+        cap = jnp.sqrt(jnp.finfo(dtype).max) / 2
+        r = jnp.minimum(q / jnp.where(spec.keep, spec.singular, 1), cap) ** 2
+        g = jnp.where(spec.keep, 1 / (1 + r), 0)[:, None]
+        h = jnp.where(spec.keep, r / (1 + r), 1)[:, None]  # 1 − g, formed directly (r ≪ 1: g rounds to 1)
+        resid = yc - matmul(spec.basis, g * z)
+        return jnp.sum(resid * resid, axis=0) + jnp.sum(g * h * z * z, axis=0)
 
-    def by_eig(lam):
-        penalty = count * lam
-        wts = _spectral_weights(factor.eigvals, penalty, size)
-        x = _mm(factor.basis, wts[:, None] * _mm(factor.basis.T, rhs))
-        return objective(x, penalty)
+    def by_cholesky(lam):
+        c = factor.inv_penalty
+        if n < d:  # (cK + I) x = y_c; coefficients c·Aᵀx
+            x = cho_solve((factor.factor, True), yc)
+            coef = matmul(a.T, x)
+        else:  # (cG + I) x = Aᵀy_c; coefficients c·x
+            coef = cho_solve((factor.factor, True), matmul(a.T, yc))
+        resid = yc - c * matmul(a, coef)
+        return jnp.sum(resid * resid, axis=0) + c * jnp.sum(coef * coef, axis=0)
 
-    def by_chol(lam):
-        return objective(cho_solve((factor.basis, True), rhs), factor.penalty)
+    def objective(lam):
+        total = lax.cond(factor.cholesky, by_cholesky, by_spectrum, lam)
+        return total / count / (sy * sy)
 
-    l2 = jnp.asarray(l2, fc.dtype)
+    l2 = jnp.asarray(l2, dtype)
     if l2.ndim == 0:
-        return lax.cond(factor.cholesky, by_chol, by_eig, l2)
-    out = jax.vmap(by_eig)(l2.reshape(-1)).reshape(*l2.shape, -1)
+        return objective(l2)
+    out = jax.vmap(by_spectrum)(l2.reshape(-1)) / count / (sy * sy)
     # a Cholesky factor serves one λ only: several λ get NaN, not wrong numbers
-    return jnp.where(factor.cholesky, jnp.nan, out)
+    return jnp.where(factor.cholesky, jnp.nan, out.reshape(*l2.shape, -1))

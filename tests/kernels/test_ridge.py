@@ -150,11 +150,14 @@ def test_cholesky_factor_contents(rng):
     factor = ridge_factor(f, l2=np.float32(0.5))
     assert bool(factor.cholesky)
     fc = f.astype(np.float64) - f.astype(np.float64).mean(0)
-    want = np.linalg.cholesky(fc.T @ fc + 40 * 0.5 * np.eye(6))
-    np.testing.assert_allclose(np.asarray(factor.basis, np.float64), want, rtol=1e-4, atol=1e-4)
-    np.testing.assert_allclose(float(factor.penalty), 20.0, rtol=1e-6)
-    np.testing.assert_allclose(np.asarray(factor.mean), f.astype(np.float64).mean(0), rtol=1e-5)
-    assert float(factor.count) == 40.0
+    # the factor of C/(nλ) + I, which is scale-free: the same for features at any scale
+    want = np.linalg.cholesky(fc.T @ fc / (40 * 0.5) + np.eye(6))
+    np.testing.assert_allclose(np.asarray(factor.factor, np.float64), want, rtol=1e-4, atol=1e-4)
+    # 1/(nλ) in the units of the scaled features (a power of two times the input's)
+    scale = float(factor.spectrum.scale)
+    np.testing.assert_allclose(float(factor.inv_penalty), 1 / (20.0 * scale**2), rtol=1e-6)
+    np.testing.assert_allclose(np.asarray(factor.spectrum.mean), f.astype(np.float64).mean(0), rtol=1e-5)
+    assert float(factor.spectrum.count) == 40.0
 
 
 # ------------------------------------------------------- singular and edge features
@@ -228,10 +231,10 @@ def test_mask_equals_dropping_rows(rng, n, d):
 def test_factor_mask_stats(rng):
     f, _ = data(rng, *PRIMAL)
     mask = rng.random(PRIMAL[0]) < 0.5
-    factor = ridge_factor(f, mask)
-    assert float(factor.count) == mask.sum()
-    np.testing.assert_allclose(np.asarray(factor.mean), f[mask].astype(np.float64).mean(0), rtol=1e-5)
-    centred = np.asarray(factor.centred)
+    spec = ridge_factor(f, mask).spectrum
+    assert float(spec.count) == mask.sum()
+    np.testing.assert_allclose(np.asarray(spec.mean), f[mask].astype(np.float64).mean(0), rtol=1e-5)
+    centred = np.asarray(spec.features) / float(spec.scale)
     assert (centred[~mask] == 0).all()
     np.testing.assert_allclose(centred[mask], f[mask] - f[mask].mean(0), rtol=1e-4, atol=1e-5)
 
