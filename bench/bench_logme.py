@@ -27,7 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_speed import _case, _compiled, _summary, _timeit, report, write_report
 
 import jaxtransfer as jt
-from jaxtransfer._logme import logme
+from jaxtransfer.estimators._logme import logme
 
 _GRID = 128
 

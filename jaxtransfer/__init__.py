@@ -4,41 +4,51 @@ Scores how well a source model or source task will transfer to a target task,
 before any fine-tuning, for one pair or for thousands of pairs in one call.
 """
 
-from ._entropy import conditional_entropy as conditional_entropy
-from ._entropy import hardness as hardness
-from ._entropy import nce as nce
-from ._estimator import EstimatorInfo as EstimatorInfo
-from ._estimator import PrecisionWarning as PrecisionWarning
-from ._estimator import available_estimators as available_estimators
-from ._estimator import get_estimator as get_estimator
-from ._gbc import gbc as gbc
-from ._hscore import hscore as hscore
-from ._hscore import shrinkage_hscore as shrinkage_hscore
-from ._leep import leep as leep
-from ._linear_mse import label_mse as label_mse
-from ._linear_mse import linear_mse as linear_mse
-from ._logme import LogMEDetails as LogMEDetails
-from ._logme import logme as logme
-from ._logme import logme_details as logme_details
-from ._nleep import nleep as nleep
-from ._score_matrix import score_matrix as score_matrix
-from ._transrate import transrate as transrate
+from .estimators import EstimatorInfo as EstimatorInfo
+from .estimators import LogMEDetails as LogMEDetails
+from .estimators import PrecisionWarning as PrecisionWarning
+from .estimators import available_estimators as available_estimators
+from .estimators import conditional_entropy as conditional_entropy
+from .estimators import gbc as gbc
+from .estimators import get_estimator as get_estimator
+from .estimators import hardness as hardness
+from .estimators import hscore as hscore
+from .estimators import label_mse as label_mse
+from .estimators import leep as leep
+from .estimators import linear_mse as linear_mse
+from .estimators import logme as logme
+from .estimators import logme_details as logme_details
+from .estimators import nce as nce
+from .estimators import nleep as nleep
+from .estimators import score_matrix as score_matrix
+from .estimators import shrinkage_hscore as shrinkage_hscore
+from .estimators import transrate as transrate
 
 __version__ = "0.1.0"
 
-# Flax-based submodules load on first use, so `import jaxtransfer` stays light.
-_SUBMODULES = ("evaluation", "features", "sources", "sprites", "transfer", "zoo")
+# The layers above the estimators load on first use, so `import jaxtransfer` stays light (no Flax):
+# the library (models, datasets, features, transfer, evaluation; `sources`, `sprites` and `zoo` are
+# their documented names) and the apps (the main job `rank`, `reproduce`, reports).
+_SUBMODULES = (
+    "apps",
+    "datasets",
+    "evaluation",
+    "features",
+    "models",
+    "sources",
+    "sprites",
+    "transfer",
+    "zoo",
+)
 
 
 def __getattr__(name):
-    if name in _SUBMODULES:
-        import importlib
+    import importlib
 
+    if name in _SUBMODULES:
         return importlib.import_module(f"{__name__}.{name}")
     if name == "rank":  # the main job, see `jaxtransfer rank`
-        from ._rank import rank
-
-        return rank
+        return importlib.import_module(f"{__name__}.apps").rank
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 

@@ -56,6 +56,7 @@ from jaxtransfer_kernels import (
 )
 
 from ._nnx import get_value
+from ._progress import progress_bar
 
 __all__ = ["Extracted", "StreamedStats", "extract", "pool"]
 
@@ -343,17 +344,6 @@ def _pad(x, size: int):
     return jnp.pad(x, pad) if isinstance(x, jax.Array) else np.pad(np.asarray(x), pad)
 
 
-def _progress(total: int | None, enabled: bool | None, desc: str, unit: str = "img"):
-    enabled = sys.stderr.isatty() if enabled is None else enabled
-    try:
-        from tqdm.auto import tqdm
-    except ImportError:  # pragma: no cover - tqdm is a dependency; this keeps bare installs working
-        tqdm = None
-    if not enabled or tqdm is None:
-        return None
-    return tqdm(total=total, desc=desc, unit=unit, leave=False, dynamic_ncols=True)
-
-
 def extract(
     model: Any,
     data: Any,
@@ -438,7 +428,7 @@ def extract(
     outputs: dict[str, list] = {}
     acc = None
     seen = 0
-    bar = _progress(total, progress, getattr(model, "name", "extract"))
+    bar = progress_bar(total, progress, getattr(model, "name", "extract"), unit="img")
     try:
         for x, y in batches:
             b = x.shape[0]
@@ -457,11 +447,9 @@ def extract(
             for k, v in kept.items():
                 outputs.setdefault(k, []).append(v if b == size else v[:b])
             seen += b
-            if bar is not None:
-                bar.update(b)
+            bar.update(b)
     finally:
-        if bar is not None:
-            bar.close()
+        bar.close()
     if seen == 0:
         raise ValueError("data is empty: it yielded no samples")
     cat = {k: jnp.concatenate(v, axis=0) for k, v in outputs.items()}

@@ -29,6 +29,9 @@ import numpy as np
 import optax
 from flax import nnx
 
+from ._progress import progress_bar
+from .models import model_outputs
+
 __all__ = [
     "TransferResult",
     "fine_tune",
@@ -224,17 +227,13 @@ def head_retrain_matrix(sources, targets, *, progress: bool | None = False, **kw
     Returns:
       :class:`TransferResult` with arrays [S, T].
     """
-    from .features import _progress
-
     sources = list(sources)
-    bar = _progress(len(sources), progress, "head retraining", unit="source")
+    bar = progress_bar(len(sources), progress, "head retraining", unit="source")
     results = []
     for f in sources:
         results.append(head_retrain(f, targets, **kwargs))
-        if bar is not None:
-            bar.update(1)
-    if bar is not None:
-        bar.close()
+        bar.update(1)
+    bar.close()
     return TransferResult(
         *(np.stack([np.atleast_1d(getattr(r, k)) for r in results]) for k in TransferResult._fields)
     )
@@ -302,12 +301,11 @@ def _tuning_fns(graphdef, classify: bool, learning_rate: float, weight_decay: fl
     call on another source of the same architecture does not recompile. The frozen variables
     (``rest``) are an argument, not a constant baked into the compiled step.
     """
-    from .sources import _outputs
 
     tx = optax.adamw(learning_rate, weight_decay=weight_decay)
 
     def outputs(p, rest, xb, ok):
-        out = _outputs(nnx.merge(graphdef, p, rest), xb)
+        out = model_outputs(nnx.merge(graphdef, p, rest), xb)
         return jnp.where(ok[None, :], out, -1e9) if classify else out
 
     def one_step(p, state, rest, ok, xb, yb):
@@ -381,8 +379,6 @@ def fine_tune_many(
     Raises:
       ValueError, TypeError: shapes, dtypes, a bad split or filter, a model without a linear head.
     """
-    from .features import _progress
-
     x = np.asarray(inputs)
     n = x.shape[0]
     y, classify, stacked = _tuning_targets(targets, n)
@@ -413,7 +409,7 @@ def fine_tune_many(
     n_train = x_train.shape[0]
     bs = min(batch_size, n_train)
     chunks = [slice(i, min(i + target_batch, t)) for i in range(0, t, target_batch)]
-    bar = _progress(epochs * len(chunks), progress, "fine-tuning", unit="epoch")
+    bar = progress_bar(epochs * len(chunks), progress, "fine-tuning", unit="epoch")
     trained, outs = [], []
     for chunk in chunks:  # every chunk sees the same batches in the same order
         c = chunk.stop - chunk.start
@@ -426,9 +422,8 @@ def fine_tune_many(
             for i in range(n_train // bs):
                 idx = order[i * bs : (i + 1) * bs]
                 params, opt_state, loss = step(params, opt_state, rest, ok, x_train[idx], yc[:, idx])
-            if bar is not None:
-                bar.update(1)
-                bar.set_postfix(loss=f"{float(jnp.mean(loss)):.4f}")
+            bar.update(1)
+            bar.set_postfix(loss=f"{float(jnp.mean(loss)):.4f}")
         trained.append(params)
         outs.append(
             np.concatenate(
@@ -439,8 +434,7 @@ def fine_tune_many(
                 axis=1,
             )
         )
-    if bar is not None:
-        bar.close()
+    bar.close()
     params = jax.tree.map(lambda *p: jnp.concatenate(p), *trained)
     out = np.concatenate(outs)
     nan = np.full(t, np.nan)

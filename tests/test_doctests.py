@@ -6,17 +6,17 @@ import importlib
 import pytest
 
 MODULES = [
-    "jaxtransfer._entropy",
-    "jaxtransfer._gbc",
-    "jaxtransfer._hscore",
-    "jaxtransfer._leep",
-    "jaxtransfer._linear_mse",
-    "jaxtransfer._logme",
-    "jaxtransfer._nleep",
-    "jaxtransfer._score_matrix",
-    "jaxtransfer._transrate",
+    "jaxtransfer.estimators._entropy",
+    "jaxtransfer.estimators._gbc",
+    "jaxtransfer.estimators._hscore",
+    "jaxtransfer.estimators._leep",
+    "jaxtransfer.estimators._linear_mse",
+    "jaxtransfer.estimators._logme",
+    "jaxtransfer.estimators._nleep",
+    "jaxtransfer.estimators._score_matrix",
+    "jaxtransfer.estimators._transrate",
     "jaxtransfer.features",
-    "jaxtransfer.zoo",
+    "jaxtransfer.models.zoo",
 ]
 
 

@@ -1,0 +1,23 @@
+"""``jaxtransfer reproduce``: the seed papers' protocols, offline, as estimator-quality benchmarks.
+
+* :func:`run_attributes` — attribute transfer (Tran, Nguyen & Hassner, ICCV
+  2019) on digits, MNIST and sprites;
+* :func:`run_keypoints` — keypoint regression (Nguyen et al., UAI 2023) on
+  sprites.
+"""
+
+from ._attributes import QUICK as ATTRIBUTES_QUICK
+from ._attributes import AttributeConfig as AttributeConfig
+from ._attributes import run_attributes as run_attributes
+from ._keypoints import QUICK as KEYPOINTS_QUICK
+from ._keypoints import KeypointConfig as KeypointConfig
+from ._keypoints import run_keypoints as run_keypoints
+
+__all__ = [
+    "ATTRIBUTES_QUICK",
+    "KEYPOINTS_QUICK",
+    "AttributeConfig",
+    "KeypointConfig",
+    "run_attributes",
+    "run_keypoints",
+]

@@ -1,0 +1,134 @@
+"""``jaxtransfer rank``: rank candidate sources for a target dataset (the main job)."""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+import warnings
+
+from .. import models
+from ..apps import (
+    NotComputedWarning,
+    SourceSpec,
+    default_dataset,
+    evaluation_table,
+    load_dataset,
+    rank,
+    ranked_table,
+    write_outputs,
+)
+from ._common import CLIError, check_output, non_negative_int, positive_int
+
+
+def _rank(args) -> int:
+    out = check_output(args.out, "--out", folder=True) if args.out else None
+    quiet = args.format == "json"
+    say = (lambda *a, **k: None) if quiet else print
+    started = time.perf_counter()
+    try:
+        if args.max_samples is not None and args.max_samples < 10:
+            raise ValueError(f"--max-samples must be at least 10, got {args.max_samples}")
+        if args.data:
+            images, labels, names = load_dataset(args.data)
+            if args.max_samples:
+                images, labels = images[: args.max_samples], labels[:, : args.max_samples]
+            image_size = args.image_size
+            what = args.data
+        else:
+            images, labels, names = default_dataset(args.max_samples or 1000)
+            image_size = args.image_size or 64  # 8×8 digits: 64 px keeps the CPU run to minutes
+            what = "scikit-learn digits (first 1000 unless --max-samples), 20 attribute tasks"
+        chosen = args.sources or list(models.zoo.available())
+        specs = [SourceSpec.parse(m) for m in chosen]
+        specs += [
+            SourceSpec(s.model, layer) for s in list(specs) if s.layer is None for layer in args.layers or ()
+        ]
+        say(f"target data: {what}: {images.shape[0]} images {images.shape[1:]}, {labels.shape[0]} tasks")
+        say(f"sources: {', '.join(s.name for s in specs)}")
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always", NotComputedWarning)
+            result = rank(
+                images, labels, names, specs,
+                estimators=args.estimators, image_size=image_size, batch_size=args.batch_size,
+                ground_truth=not args.no_ground_truth, num_bootstrap=args.bootstrap, seed=args.seed,
+                progress=None if not quiet else False, print_fn=say,
+            )  # fmt: skip
+    except (
+        models.zoo.WeightsUnavailableError,
+        models.zoo.UnsafeFileError,
+        ValueError,
+        TypeError,
+        FileNotFoundError,
+    ) as err:
+        raise CLIError(str(err)) from None
+    for w in caught:  # estimators that could not be computed: loud, whatever the format
+        if issubclass(w.category, NotComputedWarning):
+            print(f"jaxtransfer: warning: {w.message}", file=sys.stderr)
+        else:
+            warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+    written = []
+    if out is not None:
+        t0 = time.perf_counter()
+        try:
+            written = write_outputs(result, out, plots=not args.no_plots)
+        except (OSError, ValueError) as err:
+            raise CLIError(f"--out: could not write the results to {out} ({err})") from None
+        result.timings["outputs"] = time.perf_counter() - t0
+    result.timings["total"] = time.perf_counter() - started
+    if quiet:
+        print(json.dumps({
+            "sources": result.sources, "targets": result.targets,
+            "scores": {e: m.tolist() for e, m in result.scores.items()},
+            "actual_accuracy": None if result.actual is None else result.actual.tolist(),
+            "not_computed": result.not_computed,
+            "evaluation": result.evaluation, "timings_s": result.timings,
+        }, indent=1))  # fmt: skip
+        return 0
+    print()
+    print(ranked_table(result))
+    print()
+    print(evaluation_table(result))
+    print()
+    print("stage times: " + ", ".join(f"{k} {v:.1f} s" for k, v in result.timings.items()))
+    if written:
+        print(f"wrote {len(written)} files to {args.out}: " + ", ".join(p.name for p in written))
+    return 0
+
+
+def add_rank_parser(sub) -> None:
+    p = sub.add_parser(
+        "rank",
+        help="rank sources (the zoo's backbones by default) for a target dataset (digits by default)",
+        description="Extract features with each source, score every estimator, measure head-retraining "
+        "transfer, and judge the estimators against it.",
+    )
+    p.add_argument(
+        "--data", help="target .npz with 'images' [N,H,W(,C)] and 'labels' [N] or [N,T] (default: digits)"
+    )
+    p.add_argument(
+        "--sources",
+        nargs="+",
+        help="zoo names, NAME:LAYER, or model .npz files from jaxtransfer.sources.save",
+    )
+    p.add_argument("--layers", nargs="+", help="also score these layers of every source (e.g. stage5 stage6)")
+    p.add_argument("--estimators", nargs="+", help="estimators to use (default: all that apply)")
+    p.add_argument(
+        "--image-size",
+        type=positive_int,
+        help="input side for the backbones, a positive integer (default: theirs; digits: 64)",
+    )
+    p.add_argument("--max-samples", type=int, help="use only the first N images (digits default: 1000)")
+    p.add_argument("--batch-size", type=positive_int, default=64)
+    p.add_argument("--no-ground-truth", action="store_true", help="skip head retraining (and the evaluation)")
+    p.add_argument(
+        "--bootstrap",
+        type=non_negative_int,
+        default=1000,
+        help="bootstrap resamples for the intervals, an integer >= 0 (0: no intervals; default 1000)",
+    )
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", "-o", help="write JSON, CSV and PNG files into this folder")
+    p.add_argument("--no-plots", action="store_true")
+    p.add_argument("--format", choices=("table", "json"), default="table")
+    p.set_defaults(run=_rank)

@@ -1,0 +1,187 @@
+"""``jaxtransfer score``, ``list`` and ``demo``: estimators on arrays from files."""
+
+from __future__ import annotations
+
+import csv
+import inspect
+import io
+import json
+import sys
+
+import jax
+import numpy as np
+
+from .. import estimators
+from ..apps import run_demo
+from ._common import CLIError, check_output, load_array, write_text
+
+__all__ = ["add_demo_parser", "add_list_parser", "add_score_parser"]
+
+# Dimensions of one sample set per input kind: labels [n], features [n, d]...
+_CORE_NDIM = {
+    "labels": (1,),
+    "probabilities": (2,),
+    "features": (2,),
+    "predictions": (1, 2),
+    "values": (1, 2),
+}
+
+
+def _stack(name: str, arr: np.ndarray, kind: str, stacked: bool) -> np.ndarray:
+    """Add a stack axis to a single sample set; check the dimensions."""
+    core = _CORE_NDIM[kind]
+    if arr.ndim == max(core) + 1 or (stacked and arr.ndim == min(core) + 1):
+        return arr
+    if arr.ndim in core:
+        return arr[None]
+    shapes = " or ".join(f"{d}-D" for d in sorted({*core, max(core) + 1}))
+    raise CLIError(f"{name}: expected {kind} as a {shapes} array, got shape {list(arr.shape)}")
+
+
+def _format(result: dict, fmt: str) -> str:
+    if fmt == "json":
+        return json.dumps(result, indent=2)
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\n")
+    scores = np.asarray(result["scores"])
+    l2 = result.get("l2")
+    multi = scores.ndim == 3
+    writer.writerow(["source", "target", *(["l2"] if multi else []), "score"])
+    for s in range(scores.shape[0]):
+        for t in range(scores.shape[1]):
+            if multi:
+                for j, lam in enumerate(l2):
+                    writer.writerow([s, t, lam, repr(float(scores[s, t, j]))])
+            else:
+                writer.writerow([s, t, repr(float(scores[s, t]))])
+    return out.getvalue()
+
+
+def _score(args) -> int:
+    output = check_output(args.output, "--output") if args.output else None
+    try:
+        fn = estimators.get_estimator(args.estimator)
+    except ValueError as err:
+        raise CLIError(str(err)) from None
+    info = fn.info
+    if info.source == "none":
+        raise CLIError(
+            f"{info.name} takes no source; use it from Python: jaxtransfer.{info.name}(target_labels)"
+        )
+    sources = _stack("--source", load_array(args.source, "--source"), info.source, args.stacked)
+    options = {}
+    target_kind = info.target
+    if args.task is not None:
+        if "task" not in _option_names(info):
+            raise CLIError(f"--task applies to estimators with several task types, not {info.name}")
+        options["task"] = args.task
+        if args.task != "classification":
+            target_kind = "values"
+    if args.bins is not None:
+        if "bins" not in _option_names(info):
+            raise CLIError(f"--bins applies to transrate, not {info.name}")
+        options["bins"] = args.bins
+    targets = _stack("--target", load_array(args.target, "--target"), target_kind, args.stacked)
+    if args.l2 is not None:
+        if info.name not in ("linear_mse", "label_mse"):
+            raise CLIError(f"--l2 applies to linear_mse and label_mse, not {info.name}")
+        options["l2"] = args.l2[0] if len(args.l2) == 1 else np.asarray(args.l2)
+    if args.logits:
+        if info.name != "leep":
+            raise CLIError(f"--logits applies to leep, not {info.name}")
+        options["logits"] = True
+    if args.num_source_classes is not None:
+        options["num_source_classes"] = args.num_source_classes
+    if args.num_target_classes is not None:
+        options["num_target_classes"] = args.num_target_classes
+    if "key" in _option_names(info):
+        options["key"] = jax.random.key(args.seed)
+    mask = load_array(args.mask, "--mask") if args.mask else None
+    try:
+        scores = np.asarray(estimators.score_matrix(fn, sources, targets, mask=mask, **options))
+    except (ValueError, TypeError) as err:
+        raise CLIError(str(err)) from None
+    result = {
+        "estimator": info.name,
+        "orientation": info.orientation,
+        "reference": info.reference,
+        "shape": list(scores.shape),
+        "scores": scores.tolist(),
+    }
+    if "l2" in options:
+        result["l2"] = np.atleast_1d(options["l2"]).tolist()
+    text = _format(result, args.format)
+    if output is not None:
+        write_text(output, text, "--output")
+    else:
+        sys.stdout.write(text if text.endswith("\n") else text + "\n")
+    return 0
+
+
+def _option_names(info) -> set[str]:
+    """The keyword options an estimator's function accepts."""
+    params = inspect.signature(estimators.get_estimator(info.name)).parameters
+    return {name for name, p in params.items() if p.kind is inspect.Parameter.KEYWORD_ONLY}
+
+
+def _list(args) -> int:
+    for name in estimators.available_estimators():
+        info = estimators.get_estimator(name).info
+        print(f"{name:20s} {info.task:15s} source={info.source:14s} {info.orientation:17s} {info.reference}")
+    return 0
+
+
+def _demo(args) -> int:
+    output = check_output(args.output, "--output") if args.output else None
+    try:
+        result = run_demo(print_fn=print if args.format == "table" else (lambda *a, **k: None))
+    except RuntimeError as err:
+        raise CLIError(str(err)) from None
+    if args.format == "json":
+        print(json.dumps(result, indent=2))
+    if output is not None:
+        write_text(output, json.dumps(result, indent=2), "--output")
+    return 0
+
+
+def add_score_parser(sub) -> None:
+    score = sub.add_parser("score", help="score sources against targets from .npy/.npz files")
+    score.add_argument("--estimator", required=True, help="estimator name (see `jaxtransfer list`)")
+    score.add_argument(
+        "--source", required=True, help="FILE.npy, FILE.npz or FILE.npz:KEY; [n, ...] or [S, n, ...]"
+    )
+    score.add_argument(
+        "--target", required=True, help="FILE.npy, FILE.npz or FILE.npz:KEY; [n, ...] or [T, n, ...]"
+    )
+    score.add_argument("--mask", help="optional bool [n] sample mask file")
+    score.add_argument("--l2", type=float, nargs="+", help="ridge penalty value(s) for linear_mse/label_mse")
+    score.add_argument("--logits", action="store_true", help="leep: the source file holds logits")
+    score.add_argument(
+        "--task",
+        choices=("classification", "regression", "multilabel"),
+        help="for logme/transrate: what the targets are (default classification)",
+    )
+    score.add_argument("--bins", type=int, help="transrate --task regression: bins per output dimension")
+    score.add_argument("--seed", type=int, default=0, help="PRNG seed for estimators that take a key (nleep)")
+    score.add_argument("--num-source-classes", type=int)
+    score.add_argument("--num-target-classes", type=int)
+    score.add_argument(
+        "--stacked",
+        action="store_true",
+        help="2-D predictions/values are stacked [S, n] / [T, n], not one [n, k] set",
+    )
+    score.add_argument("--format", choices=("json", "csv"), default="json")
+    score.add_argument("--output", "-o", help="write here instead of stdout")
+    score.set_defaults(run=_score)
+
+
+def add_list_parser(sub) -> None:
+    lst = sub.add_parser("list", help="list the estimators")
+    lst.set_defaults(run=_list)
+
+
+def add_demo_parser(sub) -> None:
+    demo = sub.add_parser("demo", help="attribute transfer on scikit-learn digits (no files needed)")
+    demo.add_argument("--format", choices=("table", "json"), default="table")
+    demo.add_argument("--output", "-o", help="also write the results as JSON here")
+    demo.set_defaults(run=_demo)

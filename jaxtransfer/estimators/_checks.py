@@ -1,0 +1,260 @@
+"""Eager input and option checks shared by every estimator.
+
+Each check takes the argument's public name and raises ``TypeError`` (wrong
+kind of value) or ``ValueError`` (wrong shape or values) with a message that
+names the argument, what was received and what was expected. Values are only
+inspected when they are concrete; inside ``jit``/``vmap``/``grad`` only static
+properties (shapes, dtypes, class counts) are checked. Inputs are never
+modified: conversions make new arrays.
+"""
+
+from __future__ import annotations
+
+from numbers import Integral
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+__all__ = [
+    "MAX_INFERRED_CLASSES",
+    "MAX_TABLE_CELLS",
+    "as_features",
+    "as_labels",
+    "as_mask",
+    "check_cells",
+    "check_same_samples",
+    "choice",
+    "is_concrete",
+    "nonnegative_values",
+    "num_classes_arg",
+    "take_options",
+    "to_array",
+]
+
+
+def is_concrete(x: Any) -> bool:
+    """True unless ``x`` is a tracer (inside jit, vmap or grad)."""
+    return not isinstance(x, jax.core.Tracer)
+
+
+def to_array(name: str, x: Any) -> Any:
+    if isinstance(x, jax.Array):
+        return x
+    if isinstance(x, (str, bytes, dict, set)) or x is None:
+        raise TypeError(f"{name} must be an array, got {type(x).__name__}")
+    try:
+        arr = np.asarray(x)
+    except Exception as err:  # ragged lists and the like
+        raise TypeError(f"{name} must be an array, got {type(x).__name__} ({err})") from None
+    if arr.dtype == object:
+        raise TypeError(f"{name} must be a numeric array, got an object array (ragged or mixed input?)")
+    if not arr.dtype.isnative:  # big-endian data from a file, say: the same values, native order
+        arr = arr.astype(arr.dtype.newbyteorder("="))
+    return arr
+
+
+def _check_stack(name: str, arr: Any, lead: int) -> None:
+    """A stacked argument (``lead`` leading axes) must have at least one entry per stack axis."""
+    if lead and arr.ndim >= lead and 0 in arr.shape[:lead]:
+        raise ValueError(
+            f"{name} is empty: its stack axis has length 0 (shape {tuple(arr.shape)}); "
+            "score at least one source against at least one target"
+        )
+
+
+def _shape_text(lead: int, core: str) -> str:
+    return "[" + ", ".join([*["S/T"] * lead, core]) + "]" if lead else f"[{core}]"
+
+
+MAX_INFERRED_CLASSES = 2**16
+"""Largest class count read from the data (max label + 1); pass the count explicitly for more."""
+
+MAX_TABLE_CELLS = 2**31
+"""Largest count or probability table (class pairs, samples × classes…) an estimator will build."""
+
+
+def check_cells(what: str, cells: int) -> None:
+    """Refuse a table of more than :data:`MAX_TABLE_CELLS` cells before it is allocated."""
+    if cells > MAX_TABLE_CELLS:
+        raise ValueError(
+            f"{what} would need {cells:,} cells, more than the limit of {MAX_TABLE_CELLS:,} "
+            f"({MAX_TABLE_CELLS * 4 / 2**30:.0f} GiB of float32); labels must be class indices "
+            "0..C-1 with C the number of classes, and class counts passed explicitly no larger than needed"
+        )
+
+
+def num_classes_arg(name: str, value: Any) -> int | None:
+    """Validate a static class count argument (``None`` means infer)."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, Integral):
+        raise TypeError(f"{name} must be a Python int (a static class count), got {value!r}")
+    if value < 1:
+        raise ValueError(f"{name} must be at least 1, got {value}")
+    return int(value)
+
+
+def as_labels(
+    name: str, x: Any, *, num_classes: int | None, class_arg: str, lead: int = 0
+) -> tuple[jax.Array, int]:
+    """Integer labels of shape [*lead, n]; returns (int32 array, class count).
+
+    The class count is ``num_classes`` when given (labels must lie below it),
+    else inferred as ``max + 1`` from concrete labels.
+    """
+    arr = to_array(name, x)
+    _check_stack(name, arr, lead)
+    if not (jnp.issubdtype(arr.dtype, jnp.integer) or arr.dtype == bool):
+        raise TypeError(
+            f"{name} must hold integer class labels, got dtype {arr.dtype}"
+            + (
+                " (pass probabilities or logits to an estimator that takes them)"
+                if arr.ndim > lead + 1
+                else ""
+            )
+        )
+    if arr.ndim != lead + 1:
+        raise ValueError(f"{name} must have shape {_shape_text(lead, 'n')}, got shape {tuple(arr.shape)}")
+    if arr.shape[-1] < 2:
+        raise ValueError(f"{name} needs at least 2 samples, got {arr.shape[-1]}")
+    num_classes = num_classes_arg(class_arg, num_classes)
+    if is_concrete(arr):
+        host = np.asarray(arr)
+        lo, hi = int(host.min()), int(host.max())
+        if lo < 0:
+            raise ValueError(f"{name} contains the negative label {lo}; labels must be class indices >= 0")
+        if num_classes is None:
+            if hi >= MAX_INFERRED_CLASSES:
+                where = tuple(int(i[0]) for i in np.nonzero(host == hi))
+                second = int(np.max(host[host != hi])) if np.any(host != hi) else None
+                raise ValueError(
+                    f"{name} contains the label {hi} (at index {where}), which would make "
+                    f"{hi + 1:,} classes; class counts read from the data are limited to "
+                    f"{MAX_INFERRED_CLASSES:,}"
+                    + (f" (the next largest label is {second})" if second is not None else "")
+                    + f". Labels must be class indices 0..C-1; if {hi + 1:,} classes are meant, "
+                    f"pass {class_arg}={hi + 1}"
+                )
+            num_classes = hi + 1
+        elif hi >= num_classes:
+            raise ValueError(
+                f"{name} contains the label {hi}, but {class_arg}={num_classes}; "
+                f"labels must lie in [0, {num_classes})"
+            )
+        if hi >= 2**31 - 1:
+            raise ValueError(f"{name} contains the label {hi}, too large for int32 class indices")
+        return jnp.asarray(host.astype(np.int32, copy=False)), num_classes
+    if num_classes is None:
+        raise TypeError(
+            f"{name} is traced (inside jit, vmap or grad), so its class count cannot be read "
+            f"from the data: pass {class_arg}=<int> as a static argument"
+        )
+    return arr.astype(jnp.int32), num_classes
+
+
+def as_features(
+    name: str, x: Any, *, lead: int = 0, allow_vector: bool = False, what: str = "d"
+) -> jax.Array:
+    """Real-valued samples of shape [*lead, n, d] (or [*lead, n] when ``allow_vector``).
+
+    Integer and boolean inputs are promoted to the default float dtype. A
+    vector input is returned as a single column [*lead, n, 1].
+    """
+    arr = to_array(name, x)
+    _check_stack(name, arr, lead)
+    if jnp.issubdtype(arr.dtype, jnp.complexfloating) or not (
+        jnp.issubdtype(arr.dtype, jnp.number) or arr.dtype == bool
+    ):
+        raise TypeError(f"{name} must be a real-valued array, got dtype {arr.dtype}")
+    if allow_vector and arr.ndim == lead + 1:
+        arr = arr[..., None]
+    if arr.ndim != lead + 2:
+        expected = _shape_text(lead, f"n, {what}")
+        if allow_vector:
+            expected += f" or {_shape_text(lead, 'n')}"
+        raise ValueError(f"{name} must have shape {expected}, got shape {tuple(np.shape(x))}")
+    if arr.shape[-2] < 2:
+        raise ValueError(f"{name} needs at least 2 samples, got {arr.shape[-2]}")
+    if arr.shape[-1] < 1:
+        raise ValueError(f"{name} has no columns (shape {tuple(np.shape(x))})")
+    default = jnp.result_type(float)  # float32, or float64 with jax_enable_x64
+    if not jnp.issubdtype(arr.dtype, jnp.floating) or jnp.finfo(arr.dtype).bits < jnp.finfo(default).bits:
+        # integers, booleans, float16 and bfloat16 (common in training code) compute in the default dtype
+        arr = arr.astype(default)
+    if is_concrete(arr):
+        host = np.asarray(arr)
+        bad = ~np.isfinite(host)
+        if bad.any():
+            where = tuple(int(i[0]) for i in np.nonzero(bad))
+            raise ValueError(f"{name} contains a non-finite value ({host[where]}) at index {where}")
+        return jnp.asarray(host)
+    return arr
+
+
+def as_mask(name: str, x: Any, shape: tuple[int, ...]) -> jax.Array | None:
+    """A boolean sample mask of exactly ``shape`` (True keeps a sample)."""
+    if x is None:
+        return None
+    arr = to_array(name, x)
+    if not (arr.dtype == bool or jnp.issubdtype(arr.dtype, jnp.integer)):
+        raise TypeError(f"{name} must be a boolean array (True keeps a sample), got dtype {arr.dtype}")
+    if tuple(arr.shape) != tuple(shape):
+        raise ValueError(f"{name} must have shape {list(shape)}, got shape {list(arr.shape)}")
+    if is_concrete(arr):
+        host = np.asarray(arr)
+        if arr.dtype != bool and not np.isin(host, (0, 1)).all():
+            raise ValueError(f"{name} must hold only 0/1 or True/False values")
+        kept = host.astype(bool).sum(axis=-1)
+        if np.min(kept) < 2:
+            raise ValueError(
+                f"{name} keeps {int(np.min(kept))} sample(s) of some pair; at least 2 are needed"
+            )
+        return jnp.asarray(host.astype(bool))
+    return arr.astype(bool)
+
+
+def check_same_samples(name_a: str, n_a: int, name_b: str, n_b: int) -> None:
+    """Both arguments must describe the same n inputs."""
+    if n_a != n_b:
+        raise ValueError(
+            f"{name_a} has {n_a} samples but {name_b} has {n_b}; "
+            "both must describe the same inputs (pad and pass a mask if they differ)"
+        )
+
+
+# ----------------------------------------------------------------------------- options
+def take_options(estimator: str, options: dict[str, Any], defaults: dict[str, Any]) -> dict[str, Any]:
+    """Options with defaults filled in; unknown names are a ``TypeError``."""
+    unknown = sorted(set(options) - set(defaults))
+    if unknown:
+        raise TypeError(
+            f"{estimator} got unexpected option(s) {', '.join(unknown)}; "
+            f"it accepts {', '.join(sorted(defaults)) or 'none'}"
+        )
+    return {**defaults, **options}
+
+
+def choice(name: str, value: Any, allowed: tuple[str, ...]) -> str:
+    if value not in allowed:
+        raise ValueError(f"{name} must be one of {', '.join(map(repr, allowed))}, got {value!r}")
+    return value
+
+
+def nonnegative_values(name: str, value: Any, dtype) -> jnp.ndarray:
+    """A scalar or 1-D array of finite values >= 0 (e.g. ridge penalties)."""
+    if isinstance(value, (str, bytes)) or value is None:
+        raise TypeError(f"{name} must be a number or a 1-D array of numbers, got {value!r}")
+    arr = value if not isinstance(value, (list, tuple, int, float)) else np.asarray(value, dtype=float)
+    if not jnp.issubdtype(jnp.asarray(arr).dtype, jnp.number) or jnp.iscomplexobj(arr):
+        raise TypeError(f"{name} must be real numbers, got dtype {jnp.asarray(arr).dtype}")
+    if jnp.ndim(arr) > 1:
+        raise ValueError(f"{name} must be a scalar or a 1-D array, got shape {jnp.shape(arr)}")
+    if jnp.ndim(arr) == 1 and jnp.shape(arr)[0] == 0:
+        raise ValueError(f"{name} is empty; give at least one value")
+    if is_concrete(arr):
+        host = np.asarray(arr, dtype=float)
+        if not np.isfinite(host).all() or (host < 0).any():
+            raise ValueError(f"{name} must be finite and >= 0, got {host.tolist()}")
+    return jnp.asarray(arr, dtype)
