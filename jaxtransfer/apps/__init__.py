@@ -14,11 +14,11 @@ from ._rank import NotComputedWarning as NotComputedWarning
 from ._rank import RankResult as RankResult
 from ._rank import SourceSpec as SourceSpec
 from ._rank import default_dataset as default_dataset
-from ._rank import evaluation_table as evaluation_table
 from ._rank import load_dataset as load_dataset
 from ._rank import rank as rank
-from ._rank import ranked_table as ranked_table
-from ._rank import write_outputs as write_outputs
+from ._report import evaluation_table as evaluation_table
+from ._report import ranked_table as ranked_table
+from ._report import write_outputs as write_outputs
 
 __all__ = [
     "NotComputedWarning",

@@ -19,23 +19,19 @@ saved with :func:`jaxtransfer.sources.save`):
 
 from __future__ import annotations
 
-import csv
-import json
 import time
 import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
-import jax
 import numpy as np
 
-from .. import estimators, evaluation, features, models, transfer
-from .._io import check_output_folder, read_npz
+from .. import evaluation, features, models, transfer
+from .._io import read_npz
 from .._progress import progress_bar
 from ..datasets import digits_attribute_tasks, load_digits
-from ..estimators import MAX_INFERRED_CLASSES, score_matrix
+from ..estimators import MAX_INFERRED_CLASSES, available_estimators, get_estimator, score_matrix
 
 __all__ = [
     "NotComputedWarning",
@@ -44,11 +40,8 @@ __all__ = [
     "default_dataset",
     "load_dataset",
     "rank",
-    "write_outputs",
+    "ranking_estimators",
 ]
-
-FEATURE_ESTIMATORS = ("logme", "linear_mse", "hscore", "shrinkage_hscore", "transrate", "gbc", "nleep")
-PREDICTION_ESTIMATORS = ("leep", "nce")
 
 
 class NotComputedWarning(RuntimeWarning):
@@ -89,6 +82,7 @@ class RankResult:
         or a model without a head has no predictions for ``leep``/``nce``; an
         estimator that returned NaN or infinity). Every requested estimator
         is in ``scores``, computed or not.
+      estimator_seconds: estimator -> seconds of its scores stage.
     """
 
     sources: list[str]
@@ -99,6 +93,7 @@ class RankResult:
     evaluation: dict[str, dict[str, tuple[float, float, float]]]
     timings: dict[str, float]
     not_computed: dict[str, dict[str, str]] = field(default_factory=dict)
+    estimator_seconds: dict[str, float] = field(default_factory=dict)
 
 
 def _check_dataset(images, labels, names, what):
@@ -200,13 +195,11 @@ def _load_source_model(name: str):
     )
 
 
-def estimator_call(name: str, seed: int) -> tuple[Callable, dict]:
-    options: dict[str, Any] = {}
-    if name == "nleep":
-        options["key"] = jax.random.key(seed)
-    if name == "linear_mse":
-        options["l2"] = 1.0
-    return estimators.get_estimator(name), options
+def ranking_estimators() -> list[str]:
+    """The registered estimators that score a source model's outputs (features, probabilities or
+    predicted labels) for labelled targets: feature-based ones first, each group by name."""
+    names = [n for n in available_estimators() if get_estimator(n).info.scores_sources]
+    return sorted(names, key=lambda n: (get_estimator(n).info.source != "features", n))
 
 
 def rank(
@@ -230,8 +223,10 @@ def rank(
       images: [N, H, W(, C)] uint8 or float in [0, 1].
       labels: [N] or [N, T] integer labels (T target tasks).
       task_names: names of the T tasks, or None.
-      sources: :class:`SourceSpec` list; layers of one model share one pass.
-      estimators: names to use (default: every applicable one).
+      sources: :class:`SourceSpec` list (or ``"NAME[:LAYER]"`` strings); layers of
+        one model share one pass.
+      estimators: names to use (default: every applicable one,
+        :func:`ranking_estimators`).
       image_size: resize the images to this side for the zoo's backbones
         (default: each backbone's own input size).
       batch_size: extraction batch size.
@@ -253,28 +248,68 @@ def rank(
         its scores there are NaN and :attr:`RankResult.not_computed` says why.
     """
     images, labels, names = _check_dataset(images, labels, task_names, "data")
+    sources = [SourceSpec.parse(s) if isinstance(s, str) else s for s in sources]
+    wanted = _check_rank_options(sources, estimators, image_size, num_bootstrap)
+    timings: dict[str, float] = {}
+
+    start = time.perf_counter()
+    feats, probs = _extract(images, sources, wanted, image_size, batch_size, progress, print_fn)
+    timings["features"] = time.perf_counter() - start
+
+    start = time.perf_counter()
+    scores, not_computed, per_estimator = _score(feats, probs, labels, names, sources, wanted, seed, progress)
+    timings["scores"] = time.perf_counter() - start
+    print_fn(
+        f"  scores: {len(wanted)} estimators × {len(sources)} sources × {len(names)} targets in "
+        f"{timings['scores']:.1f} s (" + ", ".join(f"{e} {t:.1f} s" for e, t in per_estimator.items()) + ")"
+    )
+
+    actual = loglik = None
+    if ground_truth:
+        start = time.perf_counter()
+        result = transfer.head_retrain_matrix(
+            [feats[s.name] for s in sources], labels, seed=seed, progress=progress
+        )
+        actual, loglik = result.accuracy, result.log_likelihood
+        timings["ground_truth"] = time.perf_counter() - start
+
+    report: dict[str, dict[str, tuple[float, float, float]]] = {}
+    if actual is not None and len(sources) >= 2:
+        start = time.perf_counter()
+        report = _evaluate(scores, actual, num_bootstrap, seed)
+        timings["evaluation"] = time.perf_counter() - start
+    return RankResult(
+        [s.name for s in sources], names, scores, actual, loglik, report, timings, not_computed, per_estimator
+    )
+
+
+def _check_rank_options(sources, estimators, image_size, num_bootstrap) -> list[str]:
+    """The estimators to run; ValueError for options out of range."""
     if not sources:
         raise ValueError("sources: give at least one source")
     if image_size is not None and not (_is_int(image_size) and image_size >= 1):
         raise ValueError(f"image_size must be a positive int or None, got {image_size!r}")
     if not (_is_int(num_bootstrap) and num_bootstrap >= 0):
         raise ValueError(f"num_bootstrap must be an int >= 0 (0: no intervals), got {num_bootstrap!r}")
-    wanted = list(estimators) if estimators else list(FEATURE_ESTIMATORS + PREDICTION_ESTIMATORS)
-    unknown = [e for e in wanted if e not in FEATURE_ESTIMATORS + PREDICTION_ESTIMATORS]
+    applicable = ranking_estimators()
+    wanted = list(estimators) if estimators else applicable
+    unknown = [e for e in wanted if e not in applicable]
     if unknown:
         raise ValueError(
             f"estimators {unknown} do not apply to ranking sources on labelled targets; "
-            f"choose from {', '.join(FEATURE_ESTIMATORS + PREDICTION_ESTIMATORS)}"
+            f"choose from {', '.join(applicable)}"
         )
-    timings: dict[str, float] = {}
+    return wanted
+
+
+def _extract(images, sources, wanted, image_size, batch_size, progress, print_fn):
+    """Features of every source and the head's probabilities of every model, one pass per model."""
     by_model: dict[str, list[SourceSpec]] = {}
     for spec in sources:
         by_model.setdefault(spec.model, []).append(spec)
-
-    # 1. features, one pass per model
-    start = time.perf_counter()
+    needs_head = any(get_estimator(e).info.source != "features" for e in wanted)
     feats: dict[str, np.ndarray] = {}
-    preds: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+    probs: dict[str, np.ndarray] = {}
     for model_name, specs in by_model.items():
         model = _load_source_model(model_name)
         layers = tuple(s.layer for s in specs if s.layer is not None)
@@ -293,96 +328,90 @@ def rank(
             feats[spec.name] = np.asarray(out.features if spec.layer is None else out.layers[spec.layer])
             _check_outputs(feats[spec.name], spec.name, "features")
         if out.logits is not None and any(s.layer is None for s in specs):
-            logits = np.asarray(out.logits)
-            if any(e in PREDICTION_ESTIMATORS for e in wanted):
-                _check_outputs(logits, model_name, "head's predictions", centre=True)
-            preds[model_name] = (np.asarray(out.probabilities), np.asarray(out.labels))
+            if needs_head:
+                _check_outputs(np.asarray(out.logits), model_name, "head's predictions", centre=True)
+            probs[model_name] = np.asarray(out.probabilities)
         print_fn(f"  features: {model_name} {tuple(out.features.shape)} in {time.perf_counter() - t0:.1f} s")
-    timings["features"] = time.perf_counter() - start
+    return feats, probs
 
-    # 2. scores, every source against all targets at once per estimator
-    start = time.perf_counter()
-    source_names = [s.name for s in sources]
+
+def _score(feats, probs, labels, names, sources, wanted, seed, progress):
+    """Every estimator on every source and target: one ``score_matrix`` call per estimator and kind
+    of source input (sources of one width are stacked), all targets at once.
+
+    Returns (scores {estimator: [S, T]}, not_computed, seconds per estimator).
+    """
     scores = {e: np.full((len(sources), len(names)), np.nan) for e in wanted}
-    not_computed: dict[str, dict[str, str]] = {}  # estimator -> source -> why its scores are NaN
-    warned: set[str] = set()
-    onehot = np.eye(labels.max() + 1, dtype=np.float32)[labels] if "linear_mse" in wanted else None
-    bar = progress_bar(len(sources) * len(wanted), progress, "scores", unit="score")
-    for i, spec in enumerate(sources):
-        for est in wanted:
-            bar.update(1)
-            bar.set_postfix_str(f"{spec.name} {est}")
-            fn, options = estimator_call(est, seed)
-            if est in PREDICTION_ESTIMATORS:
-                if spec.layer is not None or spec.model not in preds:
-                    why = (
-                        "a layer has no predictions" if spec.layer else "the model has no classification head"
-                    )
-                    not_computed.setdefault(est, {})[spec.name] = why
-                    continue
-                probs, argmax = preds[spec.model]
-                source = probs if est == "leep" else argmax
-                if est == "nce":
-                    options["num_source_classes"] = probs.shape[1]
-            else:
-                source = feats[spec.name]
-            if est == "linear_mse":
-                # ridge on one-hot labels; padding every task to the largest class count adds zero
-                # columns, which add nothing to the objective, so one factorisation serves all tasks
-                row = np.asarray(score_matrix(fn, source[None], onehot, **options))[0]
-            else:
-                row = np.asarray(score_matrix(fn, source[None], labels, **options))[0]
-            failed = ~np.isfinite(row)
-            if failed.any():
-                on = [names[j] for j in np.flatnonzero(failed)]
-                why = (
-                    f"it returned {row[failed][0]} on {len(on)} of {len(names)} targets ({', '.join(on[:5])}"
-                )
-                why += ", …)" if len(on) > 5 else ")"
+    not_computed: dict[str, dict[str, str]] = {}
+    seconds: dict[str, float] = {}
+    num_classes = int(labels.max()) + 1
+    bar = progress_bar(len(wanted), progress, "scores", unit="estimator")
+    for est in wanted:
+        bar.set_postfix_str(est)
+        t0 = time.perf_counter()
+        fn = get_estimator(est)
+        info = fn.info
+        groups: dict[tuple, list[int]] = {}
+        inputs: dict[int, np.ndarray] = {}
+        for i, spec in enumerate(sources):
+            p = probs.get(spec.model) if spec.layer is None else None
+            x = info.source_input(features=feats[spec.name], probabilities=p)
+            if x is None:
+                why = "a layer has no predictions" if spec.layer else "the model has no classification head"
                 not_computed.setdefault(est, {})[spec.name] = why
-                warned.add(est)
-                warnings.warn(
-                    f"{est} could not be computed for source {spec.name}: {why}; "
-                    "those scores are NaN in the outputs",
-                    NotComputedWarning,
-                    stacklevel=2,
-                )
-                row = np.where(failed, np.nan, row)
-            scores[est][i] = row
+                continue
+            inputs[i] = x
+            width = None if p is None else p.shape[-1]  # a source class count for predicted labels
+            groups.setdefault((x.shape, str(x.dtype), width), []).append(i)
+        targets = info.targets_from_labels(labels, num_classes)
+        for (_, _, width), rows in groups.items():
+            options = info.caller_options(seed=seed, num_source_classes=width)
+            block = np.asarray(score_matrix(fn, np.stack([inputs[i] for i in rows]), targets, **options))
+            for i, row in zip(rows, block, strict=True):
+                scores[est][i] = _finite_or_reported(row, est, sources[i].name, names, not_computed)
+        seconds[est] = time.perf_counter() - t0
+        bar.update(1)
     bar.close()
     for est in wanted:
-        if np.isnan(scores[est]).all() and est not in warned:
+        if np.isnan(scores[est]).all() and est in not_computed:
             reasons = "; ".join(sorted(set(not_computed[est].values())))
-            warnings.warn(
-                f"{est} could not be computed for any source ({reasons}); its scores are NaN in the outputs",
-                NotComputedWarning,
-                stacklevel=2,
-            )
-    timings["scores"] = time.perf_counter() - start
-    print_fn(f"  scores: {len(scores)} estimators × {len(sources)} sources × {len(names)} targets")
+            if not any("returned" in r for r in not_computed[est].values()):
+                warnings.warn(
+                    f"{est} could not be computed for any source ({reasons}); "
+                    "its scores are NaN in the outputs",
+                    NotComputedWarning,
+                    stacklevel=3,
+                )
+    return scores, not_computed, seconds
 
-    # 3. ground truth
-    actual = loglik = None
-    if ground_truth:
-        start = time.perf_counter()
-        result = transfer.head_retrain_matrix(
-            [feats[s] for s in source_names], labels, seed=seed, progress=progress
-        )
-        actual, loglik = result.accuracy, result.log_likelihood
-        timings["ground_truth"] = time.perf_counter() - start
 
-    # 4. evaluation
-    report: dict[str, dict[str, tuple[float, float, float]]] = {}
-    if actual is not None and len(sources) >= 2:
-        start = time.perf_counter()
-        for est, mat in scores.items():
-            rows = np.isfinite(mat).all(axis=1)
-            if rows.sum() < 2:
-                continue  # listed by evaluation_table as not evaluated
-            stats = evaluation.evaluate(mat[rows], actual[rows], num_bootstrap=num_bootstrap, seed=seed)
-            report[est] = {k: tuple(v) for k, v in stats.items()}
-        timings["evaluation"] = time.perf_counter() - start
-    return RankResult(source_names, names, scores, actual, loglik, report, timings, not_computed)
+def _finite_or_reported(row, est, source, names, not_computed):
+    """``row`` with non-finite scores as NaN, each such source reported (a warning and ``not_computed``)."""
+    failed = ~np.isfinite(row)
+    if not failed.any():
+        return row
+    on = [names[j] for j in np.flatnonzero(failed)]
+    why = f"it returned {row[failed][0]} on {len(on)} of {len(names)} targets ({', '.join(on[:5])}"
+    why += ", …)" if len(on) > 5 else ")"
+    not_computed.setdefault(est, {})[source] = why
+    warnings.warn(
+        f"{est} could not be computed for source {source}: {why}; those scores are NaN in the outputs",
+        NotComputedWarning,
+        stacklevel=4,
+    )
+    return np.where(failed, np.nan, row)
+
+
+def _evaluate(scores, actual, num_bootstrap, seed):
+    """Each estimator against actual transfer, over the sources it scored (at least two)."""
+    report = {}
+    for est, mat in scores.items():
+        rows = np.isfinite(mat).all(axis=1)
+        if rows.sum() < 2:
+            continue  # listed by evaluation_table as not evaluated
+        stats = evaluation.evaluate(mat[rows], actual[rows], num_bootstrap=num_bootstrap, seed=seed)
+        report[est] = {k: tuple(v) for k, v in stats.items()}
+    return report
 
 
 def _is_int(x) -> bool:
@@ -411,172 +440,3 @@ def _check_outputs(x: np.ndarray, source: str, what: str, *, centre: bool = Fals
             f"{x.shape[1]} columns is constant); expected outputs that vary with the image "
             "(are the model's weights zero, or its units dead?)"
         )
-
-
-def ranked_table(result: RankResult) -> str:
-    """Sources ranked by actual transfer (or by the first estimator), with each estimator's mean rank."""
-    ests = list(result.scores)
-    s = len(result.sources)
-
-    def mean_rank(mat):  # 1 = best for every target, averaged over targets; NaN for unscored sources
-        order = np.argsort(np.argsort(-np.nan_to_num(mat, nan=-np.inf), axis=0), axis=0) + 1.0
-        scored = ~np.isnan(mat).all(axis=1)
-        out = np.full(s, np.nan)
-        out[scored] = order[scored].mean(axis=1)
-        return out
-
-    key = result.actual.mean(axis=1) if result.actual is not None else -mean_rank(result.scores[ests[0]])
-    rows = np.argsort(-key)
-    width = max(len(n) for n in result.sources) + 2
-    head = f"{'#':>2}  {'source':{width}s}" + ("  accuracy" if result.actual is not None else "")
-    head += "".join(f" {e[:12]:>12s}" for e in ests)
-    lines = [head, "-" * len(head)]
-    ranks = {e: mean_rank(result.scores[e]) for e in ests}
-    for place, i in enumerate(rows, 1):
-        line = f"{place:2d}  {result.sources[i]:{width}s}"
-        if result.actual is not None:
-            line += f"  {result.actual[i].mean():8.4f}"
-        line += "".join(f" {ranks[e][i]:12.2f}" if np.isfinite(ranks[e][i]) else f" {'—':>12s}" for e in ests)
-        lines.append(line)
-    lines.append("(estimator columns: mean rank of the source over the target tasks, 1 = picked first)")
-    for est, by_source in result.not_computed.items():  # — in the table, NaN in the files
-        for why in dict.fromkeys(by_source.values()):
-            listed = ", ".join(s for s, w in by_source.items() if w == why)
-            lines.append(f"— {est} not computed for {listed}: {why}")
-    return "\n".join(lines)
-
-
-def evaluation_table(result: RankResult) -> str:
-    """Each estimator's correlations with actual transfer, pooled and within target, with intervals."""
-    if not result.evaluation:
-        return "(no evaluation: needs ground truth and at least two sources with every estimator's scores)"
-    cols = ("pearson_pooled", "spearman_pooled", "pearson_within", "spearman_within", "kendall_within",
-            "weighted_tau_within", "top1_hit", "regret")  # fmt: skip
-    head = f"{'estimator':18s}" + "".join(f" {c:>22s}" for c in cols)
-    lines = [head, "-" * len(head)]
-    for est, stats in result.evaluation.items():
-        cells = "".join(f" {stats[c][0]:6.3f} [{stats[c][1]:6.3f},{stats[c][2]:6.3f}]" for c in cols)
-        lines.append(f"{est:18s}{cells}")
-    missing = [e for e in result.scores if e not in result.evaluation]
-    if missing:
-        lines.append(f"not evaluated (fewer than two sources with finite scores): {', '.join(missing)}")
-    return "\n".join(lines)
-
-
-def _write_text(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text)
-    tmp.replace(path)
-
-
-def write_outputs(result: RankResult, out: str | Path, *, plots: bool = True) -> list[Path]:
-    """Write ``scores.json``, ``scores.csv``, ``evaluation.json``, ``evaluation.csv`` and PNG plots.
-
-    Every file is written to a temporary name and renamed when complete.
-
-    Raises:
-      ValueError: ``out`` is an existing file, or cannot be created.
-    """
-    out = check_output_folder(out, what="out")
-    out.mkdir(parents=True, exist_ok=True)
-    written = []
-    doc = {
-        "sources": result.sources,
-        "targets": result.targets,
-        "scores": {e: m.tolist() for e, m in result.scores.items()},
-        "actual_accuracy": None if result.actual is None else result.actual.tolist(),
-        "actual_log_likelihood": None if result.log_likelihood is None else result.log_likelihood.tolist(),
-        "not_computed": result.not_computed,
-        "timings_s": result.timings,
-    }
-    _write_text(out / "scores.json", json.dumps(doc, indent=1, allow_nan=True))
-    written.append(out / "scores.json")
-    rows = []
-    for i, s in enumerate(result.sources):
-        for j, t in enumerate(result.targets):
-            row = {"source": s, "target": t}
-            if result.actual is not None:
-                row["actual_accuracy"] = result.actual[i, j]
-                row["actual_log_likelihood"] = result.log_likelihood[i, j]
-            row.update({e: m[i, j] for e, m in result.scores.items()})
-            rows.append(row)
-    _write_csv(out / "scores.csv", rows)
-    written.append(out / "scores.csv")
-    _write_text(out / "evaluation.json", json.dumps(result.evaluation, indent=1, allow_nan=True))
-    written.append(out / "evaluation.json")
-    erows = [
-        {"estimator": e, "statistic": k, "value": v[0], "low": v[1], "high": v[2]}
-        for e, stats in result.evaluation.items()
-        for k, v in stats.items()
-    ]
-    _write_csv(out / "evaluation.csv", erows)
-    written.append(out / "evaluation.csv")
-    if plots and result.actual is not None:
-        written += _plots(result, out)
-    return written
-
-
-def _write_csv(path: Path, rows: list[dict]) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w", newline="") as fh:
-        if rows:
-            writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
-            writer.writeheader()
-            writer.writerows(rows)
-    tmp.replace(path)
-
-
-def _plots(result: RankResult, out: Path) -> list[Path]:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    paths = []
-    cmap = plt.get_cmap("tab20")
-    for est, mat in result.scores.items():
-        fig, ax = plt.subplots(figsize=(6, 4.5), dpi=100)
-        for j, target in enumerate(result.targets):
-            ok = ~np.isnan(mat[:, j])
-            ax.plot(mat[ok, j], result.actual[ok, j], "o", ms=4, color=cmap(j % 20), label=target)
-        stats = result.evaluation.get(est)
-        title = est
-        if stats:
-            title += (
-                f"   pooled Pearson {stats['pearson_pooled'][0]:.2f}, "
-                f"within-target Spearman {stats['spearman_within'][0]:.2f}"
-            )
-        ax.set(xlabel=f"{est} score", ylabel="test accuracy after head retraining", title=title)
-        ax.title.set_fontsize(9)
-        if len(result.targets) <= 20:
-            ax.legend(fontsize=6, ncol=2, loc="best")
-        fig.tight_layout()
-        path = out / f"{est}.png"
-        tmp = out / f".{est}.png.tmp"
-        fig.savefig(tmp, format="png")
-        plt.close(fig)
-        tmp.replace(path)
-        paths.append(path)
-    if result.evaluation:
-        ests = list(result.evaluation)
-        fig, ax = plt.subplots(figsize=(7, 4), dpi=100)
-        x = np.arange(len(ests))
-        for offset, (stat, label) in enumerate(
-            (("pearson_pooled", "Pearson, pooled"), ("spearman_within", "Spearman, within target"))
-        ):
-            vals = np.array([result.evaluation[e][stat] for e in ests])
-            err = np.abs(vals[:, 1:].T - vals[:, 0])
-            ax.bar(x + (offset - 0.5) * 0.38, vals[:, 0], 0.38, yerr=err, capsize=3, label=label)
-        ax.axhline(0, color="k", lw=0.5)
-        ax.set_xticks(x, ests, rotation=30, ha="right")
-        ax.set(
-            ylabel="correlation with actual transfer", title="estimators vs head-retraining accuracy (95% CI)"
-        )
-        ax.legend(fontsize=8)
-        fig.tight_layout()
-        tmp = out / ".summary.png.tmp"
-        fig.savefig(tmp, format="png")
-        plt.close(fig)
-        tmp.replace(out / "summary.png")
-        paths.append(out / "summary.png")
-    return paths

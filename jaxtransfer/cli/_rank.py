@@ -83,6 +83,7 @@ def _rank(args) -> int:
             "actual_accuracy": None if result.actual is None else result.actual.tolist(),
             "not_computed": result.not_computed,
             "evaluation": result.evaluation, "timings_s": result.timings,
+            "estimator_seconds": result.estimator_seconds,
         }, indent=1))  # fmt: skip
         return 0
     print()
@@ -91,6 +92,7 @@ def _rank(args) -> int:
     print(evaluation_table(result))
     print()
     print("stage times: " + ", ".join(f"{k} {v:.1f} s" for k, v in result.timings.items()))
+    print("scores by estimator: " + ", ".join(f"{k} {v:.1f} s" for k, v in result.estimator_seconds.items()))
     if written:
         print(f"wrote {len(written)} files to {args.out}: " + ", ".join(p.name for p in written))
     return 0

@@ -3,12 +3,10 @@
 from __future__ import annotations
 
 import csv
-import inspect
 import io
 import json
 import sys
 
-import jax
 import numpy as np
 
 from .. import estimators
@@ -72,30 +70,29 @@ def _score(args) -> int:
     options = {}
     target_kind = info.target
     if args.task is not None:
-        if "task" not in _option_names(info):
-            raise CLIError(f"--task applies to estimators with several task types, not {info.name}")
+        if "task" not in info.options:
+            raise CLIError(f"--task applies to {_taking('task')}, not {info.name}")
         options["task"] = args.task
         if args.task != "classification":
             target_kind = "values"
     if args.bins is not None:
-        if "bins" not in _option_names(info):
-            raise CLIError(f"--bins applies to transrate, not {info.name}")
+        if "bins" not in info.options:
+            raise CLIError(f"--bins applies to {_taking('bins')}, not {info.name}")
         options["bins"] = args.bins
     targets = _stack("--target", load_array(args.target, "--target"), target_kind, args.stacked)
     if args.l2 is not None:
-        if info.name not in ("linear_mse", "label_mse"):
-            raise CLIError(f"--l2 applies to linear_mse and label_mse, not {info.name}")
+        if "l2" not in info.options:
+            raise CLIError(f"--l2 applies to {_taking('l2')}, not {info.name}")
         options["l2"] = args.l2[0] if len(args.l2) == 1 else np.asarray(args.l2)
     if args.logits:
-        if info.name != "leep":
-            raise CLIError(f"--logits applies to leep, not {info.name}")
+        if "logits" not in info.options:
+            raise CLIError(f"--logits applies to {_taking('logits')}, not {info.name}")
         options["logits"] = True
     if args.num_source_classes is not None:
         options["num_source_classes"] = args.num_source_classes
     if args.num_target_classes is not None:
         options["num_target_classes"] = args.num_target_classes
-    if "key" in _option_names(info):
-        options["key"] = jax.random.key(args.seed)
+    options.update(info.caller_options(seed=args.seed))
     mask = load_array(args.mask, "--mask") if args.mask else None
     try:
         scores = np.asarray(estimators.score_matrix(fn, sources, targets, mask=mask, **options))
@@ -118,10 +115,12 @@ def _score(args) -> int:
     return 0
 
 
-def _option_names(info) -> set[str]:
-    """The keyword options an estimator's function accepts."""
-    params = inspect.signature(estimators.get_estimator(info.name)).parameters
-    return {name for name, p in params.items() if p.kind is inspect.Parameter.KEYWORD_ONLY}
+def _taking(option: str) -> str:
+    """The estimators that take ``option``, for error messages."""
+    names = [
+        n for n in estimators.available_estimators() if option in estimators.get_estimator(n).info.options
+    ]
+    return " and ".join(names)
 
 
 def _list(args) -> int:

@@ -17,6 +17,7 @@ function with this metadata attached as ``fn.info``.
 from __future__ import annotations
 
 import dataclasses
+import inspect
 import warnings
 from collections.abc import Callable
 from functools import partial
@@ -89,6 +90,14 @@ class EstimatorInfo:
         output: true when the working precision cannot resolve this source to
         the documented accuracy (eager calls then warn, see
         :class:`PrecisionWarning`).
+      options: the keyword options the public function accepts (set by
+        :func:`register` from its signature; ``mask`` excluded).
+
+    Callers ask the registry rather than hard-coding per-estimator rules:
+    :meth:`source_input` picks the source input a caller has,
+    :meth:`targets_from_labels` encodes class labels the way the estimator
+    takes targets, :meth:`caller_options` supplies a PRNG key or a source
+    class count where the estimator takes one.
     """
 
     name: str
@@ -103,10 +112,47 @@ class EstimatorInfo:
     matrix: Callable[..., Any] | None = None
     default_batch: Callable[[int, int, dict], int] | None = None
     unresolved: Callable[..., Any] | None = None
+    options: tuple[str, ...] = ()
 
     @property
     def higher_is_better(self) -> bool:
         return self.orientation == "higher_is_better"
+
+    @property
+    def scores_sources(self) -> bool:
+        """A transferability score of a source model's outputs (features, probabilities or labels)."""
+        return self.higher_is_better and self.source in ("features", "probabilities", "labels")
+
+    def source_input(self, *, features=None, probabilities=None):
+        """The source input this estimator takes, from what a caller has for one source.
+
+        ``"labels"`` estimators get the argmax of ``probabilities``. Returns
+        None when the caller lacks it (a layer has no probabilities).
+        """
+        if self.source == "features":
+            return features
+        if self.source in ("probabilities", "labels") and probabilities is not None:
+            return probabilities if self.source == "probabilities" else np.argmax(probabilities, axis=-1)
+        return None
+
+    def targets_from_labels(self, labels, num_classes: int | None = None):
+        """Class labels [..., n] as this estimator's targets: the labels, or one-hot values [..., n, C]
+        for an estimator of real-valued targets (ridge on one-hot labels; zero columns of absent classes
+        add nothing, so every task can share the largest class count)."""
+        labels = np.asarray(labels)
+        if self.target == "labels":
+            return labels
+        classes = int(labels.max()) + 1 if num_classes is None else num_classes
+        return np.eye(classes, dtype=np.float32)[labels]
+
+    def caller_options(self, *, seed: int = 0, num_source_classes: int | None = None) -> dict[str, Any]:
+        """Options a caller must supply: a PRNG key from ``seed`` and the source class count, where taken."""
+        out: dict[str, Any] = {}
+        if "key" in self.options:
+            out["key"] = jax.random.key(seed)
+        if "num_source_classes" in self.options and num_source_classes is not None:
+            out["num_source_classes"] = num_source_classes
+        return out
 
 
 def one_source_per_step(s: int, t: int, static: dict) -> int:
@@ -122,7 +168,11 @@ def register(info: EstimatorInfo) -> Callable[[Callable], Callable]:
     """Attach ``info`` to a public estimator function and list it by name."""
 
     def wrap(fn: Callable) -> Callable:
-        fn.info = info  # type: ignore[attr-defined]
+        params = inspect.signature(fn).parameters
+        options = tuple(
+            k for k, p in params.items() if p.kind is inspect.Parameter.KEYWORD_ONLY and k != "mask"
+        )
+        fn.info = dataclasses.replace(info, options=options)  # type: ignore[attr-defined]
         _REGISTRY[info.name] = fn
         return fn
 

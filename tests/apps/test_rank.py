@@ -7,7 +7,7 @@ import pytest
 from sklearn.datasets import load_digits
 
 from jaxtransfer import sources
-from jaxtransfer.apps._rank import SourceSpec, default_dataset, rank, ranked_table, write_outputs
+from jaxtransfer.apps import SourceSpec, default_dataset, rank, ranked_table, write_outputs
 from jaxtransfer.cli import main
 
 

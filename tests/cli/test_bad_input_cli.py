@@ -21,16 +21,14 @@ from jaxtransfer import sources
 from jaxtransfer._io import read_npz
 from jaxtransfer.apps import _rank as rank_module
 from jaxtransfer.apps._rank import (
-    FEATURE_ESTIMATORS,
-    PREDICTION_ESTIMATORS,
     NotComputedWarning,
     RankResult,
     SourceSpec,
     load_dataset,
     rank,
-    ranked_table,
-    write_outputs,
+    ranking_estimators,
 )
+from jaxtransfer.apps._report import ranked_table, write_outputs
 from jaxtransfer.cli import _parser, main
 from jaxtransfer.cli._common import CLIError, load_array
 
@@ -369,11 +367,12 @@ def test_no_estimator_is_silently_dropped(tiny):
         "its scores are NaN in the outputs"
         for est in ("leep", "nce")
     ]
-    assert list(result.scores) == list(FEATURE_ESTIMATORS + PREDICTION_ESTIMATORS)
-    for est in PREDICTION_ESTIMATORS:
+    on_features = ["gbc", "hscore", "linear_mse", "logme", "nleep", "shrinkage_hscore", "transrate"]
+    assert list(result.scores) == ranking_estimators() == [*on_features, "leep", "nce"]
+    for est in ("leep", "nce"):
         assert np.isnan(result.scores[est]).all()
         assert result.not_computed[est] == {spec.name: "a layer has no predictions"}
-    for est in FEATURE_ESTIMATORS:
+    for est in on_features:
         assert np.isfinite(result.scores[est]).all(), est
     table = ranked_table(result)
     assert f"— leep not computed for {spec.name}: a layer has no predictions" in table

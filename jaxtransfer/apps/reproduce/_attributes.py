@@ -42,7 +42,7 @@ from ... import features, transfer
 from ..._progress import progress_bar
 from ...datasets import digit_attribute_tasks, load_digits, load_mnist, render, sprite_attribute_tasks
 from ...evaluation import evaluate
-from .._rank import FEATURE_ESTIMATORS, estimator_call
+from .._rank import ranking_estimators
 from ._common import (
     INTERVAL_NOTE,
     ModelCache,
@@ -152,8 +152,9 @@ def _run_dataset(name, config, cache_root, progress, print_fn):
     shape = (t_count, t_count)
     head_acc, head_ll, ft_acc, ft_ll = (np.zeros(shape) for _ in range(4))
     own_acc, own_ll = np.zeros(t_count), np.zeros(t_count)
-    scores = {k: np.zeros(shape) for k in ("nce_labels", "nce_predicted", "leep", *FEATURE_ESTIMATORS)}
-    onehot = np.eye(labels.max() + 1, dtype=np.float32)[labels[:, train]]
+    on_features = [e for e in ranking_estimators() if jt.get_estimator(e).info.source == "features"]
+    scores = {k: np.zeros(shape) for k in ("nce_labels", "nce_predicted", "leep", *on_features)}
+    num_classes = int(labels.max()) + 1
     y_train = labels[:, train]
     timings.update(source_training=0.0, head_retraining=0.0, fine_tuning=0.0, scoring=0.0)
     bar = progress_bar(t_count, progress, f"{name} sources", unit="source")
@@ -196,10 +197,11 @@ def _run_dataset(name, config, cache_root, progress, print_fn):
             jt.score_matrix(jt.nce, pred[train][None], y_train, num_source_classes=probs.shape[1])
         )[0]
         scores["leep"][s] = np.asarray(jt.score_matrix(jt.leep, probs[train][None], y_train))[0]
-        for est in FEATURE_ESTIMATORS:
-            fn, options = estimator_call(est, config.seed)
-            target = onehot if est == "linear_mse" else y_train
-            scores[est][s] = np.asarray(jt.score_matrix(fn, f[train][None], target, **options))[0]
+        for est in on_features:
+            info = jt.get_estimator(est).info
+            target = info.targets_from_labels(y_train, num_classes)
+            options = info.caller_options(seed=config.seed)
+            scores[est][s] = np.asarray(jt.score_matrix(est, f[train][None], target, **options))[0]
         timings["scoring"] += time.perf_counter() - t0
         bar.update(1)
     bar.close()
