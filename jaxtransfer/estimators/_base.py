@@ -224,29 +224,31 @@ def warn_unresolved(info: EstimatorInfo, flags, *, what: str = "the features", s
     )
 
 
-@partial(jax.jit, static_argnames=("info", "static"))
-def _pair(source, target, mask, dynamic, *, info, static):
+@partial(jax.jit, static_argnames=("info", "static", "finish"))
+def _pair(source, target, mask, dynamic, *, info, static, finish):
     opts = {**dict(static), **dynamic}
     state = info.prepare(source, mask, **opts)
-    return info.finish(state, target, mask, **opts), unresolved_flag(info, state, opts)
+    return finish(state, target, mask, **opts), unresolved_flag(info, state, opts)
 
 
-def run_pair(info: EstimatorInfo, source, target, mask, options: dict) -> jax.Array:
+def run_pair(info: EstimatorInfo, source, target, mask, options: dict, *, finish=None) -> Any:
     """Validate one pair eagerly, then run ``finish(prepare(...))`` jitted.
 
-    Warns (:class:`PrecisionWarning`) when the source is beyond the working
-    precision; that needs the flag on the host, so an eager call waits for
-    its result.
+    ``finish`` replaces ``info.finish`` for a richer result of the same pair
+    (``logme_details``). Warns (:class:`PrecisionWarning`) when the source is
+    beyond the working precision; that needs the flag on the host, so an
+    eager call waits for its result.
     """
     checked = info.check(source, target, options, 0)
     m = as_mask("mask", mask, (checked.n,))
-    score, flag = _pair(
+    result, flag = _pair(
         checked.source,
         checked.target,
         m,
         checked.dynamic,
         info=info,
         static=tuple(sorted(checked.static.items())),
+        finish=info.finish if finish is None else finish,
     )
     warn_unresolved(info, flag, stacklevel=4)
-    return score
+    return result

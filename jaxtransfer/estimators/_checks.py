@@ -29,6 +29,7 @@ __all__ = [
     "is_concrete",
     "nonnegative_values",
     "num_classes_arg",
+    "static_int",
     "take_options",
     "to_array",
 ]
@@ -85,15 +86,18 @@ def check_cells(what: str, cells: int) -> None:
         )
 
 
+def static_int(name: str, value: Any, minimum: int, what: str = "static") -> int:
+    """A static integer option (it shapes arrays or loops): a Python int of at least ``minimum``."""
+    if isinstance(value, bool) or not isinstance(value, Integral):
+        raise TypeError(f"{name} must be a Python int ({what}), got {value!r}")
+    if value < minimum:
+        raise ValueError(f"{name} must be at least {minimum}, got {value}")
+    return int(value)
+
+
 def num_classes_arg(name: str, value: Any) -> int | None:
     """Validate a static class count argument (``None`` means infer)."""
-    if value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, Integral):
-        raise TypeError(f"{name} must be a Python int (a static class count), got {value!r}")
-    if value < 1:
-        raise ValueError(f"{name} must be at least 1, got {value}")
-    return int(value)
+    return None if value is None else static_int(name, value, 1, "a static class count")
 
 
 def as_labels(

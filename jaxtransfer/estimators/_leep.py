@@ -5,7 +5,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jaxtransfer_kernels import soft_joint_histogram
+from jaxtransfer_kernels import matmul, sample_weights, soft_joint_histogram
 
 from ._base import Checked, EstimatorInfo, register, run_pair
 from ._checks import as_features, as_labels, check_cells, check_same_samples, is_concrete, take_options
@@ -69,12 +69,12 @@ def leep_from_probabilities(theta, y, mask, *, num_target_classes, **_):
     Shared with :func:`jaxtransfer.nleep`, whose θ are a mixture's posteriors.
     """
     n = y.shape[0]
-    w = jnp.ones((n,), theta.dtype) if mask is None else mask.astype(theta.dtype)
+    w = sample_weights(n, mask, theta.dtype)
     joint = soft_joint_histogram(theta, y, num_y=num_target_classes, mask=mask)  # [Cz, Cy], n·P̂(z, y)
     marginal = jnp.sum(joint, axis=1, keepdims=True)  # n·P̂(z)
     has_mass = marginal > 0
     cond = jnp.where(has_mass, joint / jnp.where(has_mass, marginal, 1), 0)  # P̂(y | z); 0 for empty z
-    expected = jnp.matmul(theta, cond, precision=jax.lax.Precision.HIGHEST)  # [n, Cy]
+    expected = matmul(theta, cond)  # [n, Cy]
     # Σ_z P̂(y|z)θ_z(x) is a probability: at most 1, whatever the rounding (LEEP ≤ 0 exactly)
     picked = jnp.minimum(jnp.take_along_axis(expected, y[:, None], axis=1)[:, 0], 1)
     keep = (w > 0) & (picked > 0)

@@ -35,7 +35,7 @@ bisection, runs in ``lax.while_loop`` until α and β change by less than
 from __future__ import annotations
 
 from functools import partial
-from numbers import Integral, Real
+from numbers import Real
 from typing import NamedTuple
 
 import jax
@@ -48,11 +48,11 @@ from ._base import Checked, EstimatorInfo, one_source_per_step, register, run_pa
 from ._checks import (
     as_features,
     as_labels,
-    as_mask,
     check_cells,
     check_same_samples,
     choice,
     is_concrete,
+    static_int,
     take_options,
 )
 
@@ -100,14 +100,6 @@ class LogMEDetails(NamedTuple):
 
 
 # ----------------------------------------------------------------------------- validation
-
-
-def _max_iter(value) -> int:
-    if isinstance(value, bool) or not isinstance(value, Integral):
-        raise TypeError(f"max_iter must be a Python int, got {value!r}")
-    if value < 1:
-        raise ValueError(f"max_iter must be at least 1, got {value}")
-    return int(value)
 
 
 def _tol(value, dtype) -> jax.Array:
@@ -163,7 +155,9 @@ def _check(source, target, options, lead) -> Checked:
     check_same_samples("features", f.shape[-2], "targets", n_target)
     dynamic = {
         "tol": _tol(opts["tol"], f.dtype),
-        "max_iter": jnp.asarray(_max_iter(opts["max_iter"]), jnp.int32),
+        "max_iter": jnp.asarray(
+            static_int("max_iter", opts["max_iter"], 1, "a cap on the iterations"), jnp.int32
+        ),
     }
     return Checked(f, y, f.shape[-2], static, dynamic)
 
@@ -335,12 +329,6 @@ def _finish(spec, targets, mask, **opts):
     return _solve(spec, targets, mask, **opts).score
 
 
-@partial(jax.jit, static_argnames=("static",))
-def _details_pair(source, target, mask, dynamic, *, static):
-    opts = {**dict(static), **dynamic}
-    return _solve(_prepare(source, mask), target, mask, **opts)
-
-
 # ----------------------------------------------------------------------------- public
 
 
@@ -490,11 +478,4 @@ def logme_details(
       ((2,), True)
     """
     opts = {"task": task, "num_target_classes": num_target_classes, "max_iter": max_iter, "tol": tol}
-    checked = logme.info.check(features, targets, opts, 0)
-    return _details_pair(
-        checked.source,
-        checked.target,
-        as_mask("mask", mask, (checked.n,)),
-        checked.dynamic,
-        static=tuple(sorted(checked.static.items())),
-    )
+    return run_pair(logme.info, features, targets, mask, opts, finish=_solve)

@@ -8,9 +8,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from jax import lax
+from jaxtransfer_kernels import matmul, sample_weights
 
 from ._base import Checked, EstimatorInfo, one_source_per_step, register, run_pair
-from ._checks import as_features, as_labels, check_cells, check_same_samples, take_options
+from ._checks import as_features, as_labels, check_cells, check_same_samples, static_int, take_options
 from ._leep import leep_from_probabilities
 from ._pca import explained_variance_arg, num_components_arg, pca
 
@@ -29,11 +30,6 @@ _DEFAULTS = {
     "num_iter": 100,
     "num_target_classes": None,
 }
-_HI = lax.Precision.HIGHEST
-
-
-def _mm(a, b):
-    return jnp.matmul(a, b, precision=_HI)
 
 
 def _key_arg(key):
@@ -52,14 +48,6 @@ def _key_arg(key):
     return arr
 
 
-def _positive_int(name, value, minimum):
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError(f"{name} must be a Python int (static), got {value!r}")
-    if value < minimum:
-        raise ValueError(f"{name} must be at least {minimum}, got {value}")
-    return value
-
-
 def _check(source, target, options, lead) -> Checked:
     opts = take_options("nleep", options, _DEFAULTS)
     key = _key_arg(opts["key"])
@@ -70,13 +58,13 @@ def _check(source, target, options, lead) -> Checked:
     check_same_samples("features", f.shape[-2], "labels", y.shape[-1])
     k = num_components_arg(opts["num_components"], f.shape[-1])
     clusters = opts["num_clusters"]
-    clusters = CLUSTERS_PER_CLASS * cy if clusters is None else _positive_int("num_clusters", clusters, 1)
+    clusters = CLUSTERS_PER_CLASS * cy if clusters is None else static_int("num_clusters", clusters, 1)
     n = f.shape[-2]
     check_cells(f"nleep's posteriors ({n} samples × {clusters} mixture components)", n * clusters)
     static = {
         "num_components": k,
         "num_clusters": clusters,
-        "num_iter": _positive_int("num_iter", opts["num_iter"], 0),
+        "num_iter": static_int("num_iter", opts["num_iter"], 0),
         "num_target_classes": cy,
     }
     dynamic = {"key": key, "explained_variance": explained_variance_arg(opts["explained_variance"], f.dtype)}
@@ -106,7 +94,7 @@ def _seed_indices(key, z, mask, num_clusters: int) -> jax.Array:
     float32, so the same key picks the same rows with x64 on or off.
     """
     n = z.shape[0]
-    kept = jnp.ones((n,), bool) if mask is None else jnp.asarray(mask)
+    kept = sample_weights(n, mask, bool)
     rank = jnp.cumsum(kept.astype(jnp.int32)) - 1
     zf = jnp.asarray(z, jnp.float32)
 
@@ -132,7 +120,7 @@ def _seed_indices(key, z, mask, num_clusters: int) -> jax.Array:
 
 def _nearest(z, means):
     """Index of the nearest mean for every row [n] (expanded squares: three matmuls)."""
-    d2 = jnp.sum(z * z, axis=1)[:, None] - 2 * _mm(z, means.T) + jnp.sum(means * means, axis=1)[None, :]
+    d2 = jnp.sum(z * z, axis=1)[:, None] - 2 * matmul(z, means.T) + jnp.sum(means * means, axis=1)[None, :]
     return jnp.argmin(d2, axis=1)
 
 
@@ -144,7 +132,7 @@ def _init(z, variances, floor, count, key, mask, num_clusters):
     mean, variance (floored) and weight are those of its cluster; an empty
     cluster keeps its seed, the overall variance and weight 0.
     """
-    w = jnp.ones((z.shape[0],), z.dtype) if mask is None else jnp.asarray(mask).astype(z.dtype)
+    w = sample_weights(z.shape[0], mask, z.dtype)
     seeds = jnp.take(z, _seed_indices(key, z, mask, num_clusters), axis=0)
     var = jnp.broadcast_to(jnp.maximum(variances, floor)[None, :], seeds.shape)
     log_weights = jnp.full((num_clusters,), -math.log(num_clusters), z.dtype)
@@ -161,7 +149,11 @@ def _init(z, variances, floor, count, key, mask, num_clusters):
 def _log_joint(z, means, var, log_weights):
     """log π_k + log N(zᵢ; μ_k, diag(σ_k²)), [n, K], by the expanded square (three matmuls)."""
     prec = 1 / var  # [K, k]
-    quad = _mm(z * z, prec.T) - 2 * _mm(z, (means * prec).T) + jnp.sum(means * means * prec, axis=1)[None, :]
+    quad = (
+        matmul(z * z, prec.T)
+        - 2 * matmul(z, (means * prec).T)
+        + jnp.sum(means * means * prec, axis=1)[None, :]
+    )
     log_norm = -0.5 * (z.shape[1] * math.log(2 * math.pi) + jnp.sum(jnp.log(var), axis=1))
     return (log_weights + log_norm)[None, :] - 0.5 * quad
 
@@ -178,8 +170,8 @@ def _m_step(z, w, resp, params, floor, count):
     nk = jnp.sum(r, axis=0)  # [K]
     alive = nk > 0
     safe = jnp.where(alive, nk, 1)[:, None]
-    means = _mm(r.T, z) / safe
-    var = jnp.maximum(_mm(r.T, z * z) / safe - means * means, floor)
+    means = matmul(r.T, z) / safe
+    var = jnp.maximum(matmul(r.T, z * z) / safe - means * means, floor)
     means = jnp.where(alive[:, None], means, means_old)
     var = jnp.where(alive[:, None], var, var_old)
     log_weights = jnp.where(alive, jnp.log(jnp.where(alive, nk, 1) / count), -jnp.inf)
@@ -188,7 +180,7 @@ def _m_step(z, w, resp, params, floor, count):
 
 def _fit(z, variances, floor, count, key, mask, *, num_clusters: int, num_iter: int):
     """EM for a diagonal Gaussian mixture: ``num_iter`` steps from :func:`_init`; returns the parameters."""
-    w = jnp.ones((z.shape[0],), z.dtype) if mask is None else jnp.asarray(mask).astype(z.dtype)
+    w = sample_weights(z.shape[0], mask, z.dtype)
     params = _init(z, variances, floor, count, key, mask, num_clusters)
 
     def step(_, params):

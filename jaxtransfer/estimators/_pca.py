@@ -28,7 +28,7 @@ import jax
 import jax.numpy as jnp
 from jaxtransfer_kernels import spectrum
 
-from ._checks import is_concrete
+from ._checks import is_concrete, static_int
 
 __all__ = [
     "DEFAULT_COMPONENTS",
@@ -76,11 +76,7 @@ def num_components_arg(value, d: int) -> int:
     """Resolve the static component count: ``None`` → min(d, 64); larger than d → d."""
     if value is None:
         return min(d, DEFAULT_COMPONENTS)
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError(f"num_components must be a Python int (static), got {value!r}")
-    if value < 1:
-        raise ValueError(f"num_components must be at least 1, got {value}")
-    return min(value, d)
+    return min(static_int("num_components", value, 1), d)
 
 
 def explained_variance_arg(value, dtype):

@@ -23,7 +23,7 @@ values of one masked block per class (``finish``).
 
 from __future__ import annotations
 
-from numbers import Integral, Real
+from numbers import Real
 from typing import NamedTuple
 
 import jax
@@ -40,7 +40,7 @@ from jaxtransfer_kernels import (
 )
 
 from ._base import Checked, EstimatorInfo, one_source_per_step, register, run_pair
-from ._checks import as_features, as_labels, check_same_samples, choice, is_concrete, take_options
+from ._checks import as_features, as_labels, check_same_samples, choice, is_concrete, static_int, take_options
 
 __all__ = ["transrate"]
 
@@ -100,11 +100,7 @@ def _coefficient(eps, d: int, dtype) -> jax.Array:
 def _bins(value) -> int:
     if value is None:
         raise ValueError("task='regression' needs bins=<int >= 2>, the number of quantile bins per output")
-    if isinstance(value, bool) or not isinstance(value, Integral):
-        raise TypeError(f"bins must be a Python int (a static bin count), got {value!r}")
-    if value < 2:
-        raise ValueError(f"bins must be at least 2, got {value}")
-    return int(value)
+    return static_int("bins", value, 2, "a static bin count")
 
 
 def _check(source, target, options, lead) -> Checked:
@@ -209,7 +205,7 @@ def quantile_bins(values, mask, bins: int) -> jax.Array:
     """
     values = jnp.asarray(values)
     n = values.shape[0]
-    keep = jnp.ones((n,), bool) if mask is None else jnp.asarray(mask).astype(bool)
+    keep = sample_weights(n, mask, bool)
     count = jnp.maximum(jnp.sum(keep.astype(jnp.int32)), 1)
     ordered = jnp.sort(jnp.where(keep, values, jnp.inf))
     rank = jnp.searchsorted(ordered, values, side="left").astype(jnp.int32)

@@ -26,6 +26,8 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
+from ._spectrum import matmul, sample_weights
+
 __all__ = [
     "ONEHOT_MAX_CELLS",
     "choose_histogram_method",
@@ -46,12 +48,6 @@ def choose_histogram_method(num_z: int, num_y: int, method: str = "auto") -> str
     if method != "auto":
         return method
     return "onehot" if (num_z - 1) * (num_y - 1) <= ONEHOT_MAX_CELLS else "scatter"
-
-
-def _weights(n: int, mask: jax.Array | None) -> jax.Array:
-    if mask is None:
-        return jnp.ones((n,), jnp.int32)
-    return jnp.asarray(mask).astype(jnp.int32)
 
 
 def _indicators(labels: jax.Array, num_classes: int, dtype) -> jax.Array:
@@ -81,7 +77,7 @@ def label_counts(labels: jax.Array, *, num_classes: int, mask: jax.Array | None 
       int32 [..., num_classes].
     """
     labels = jnp.asarray(labels)
-    w = _weights(labels.shape[-1], mask)
+    w = sample_weights(labels.shape[-1], mask, jnp.int32)
     w = jnp.broadcast_to(w, labels.shape)
     return jnp.sum(_onehot(labels, num_classes).astype(jnp.int32) * w[..., None], axis=-2)
 
@@ -184,8 +180,8 @@ def joint_histograms(
     zs = jnp.asarray(source_labels)
     ys = jnp.asarray(target_labels)
     n = zs.shape[-1]
-    wz = jnp.broadcast_to(_weights(n, source_mask), zs.shape)
-    wy = jnp.broadcast_to(_weights(n, target_mask), ys.shape)
+    wz = jnp.broadcast_to(sample_weights(n, source_mask, jnp.int32), zs.shape)
+    wy = jnp.broadcast_to(sample_weights(n, target_mask, jnp.int32), ys.shape)
     if choose_histogram_method(num_z, num_y, method) == "onehot":
         return _onehot_pairs(zs, ys, wz, wy, num_z, num_y, source_mask, target_mask)
     return _scatter_pairs(zs, ys, wz, wy, num_z, num_y)
@@ -236,4 +232,4 @@ def soft_joint_histogram(
     onehot = _onehot(y, num_y).astype(probs.dtype)
     if mask is not None:
         onehot = onehot * jnp.asarray(mask).astype(probs.dtype)[:, None]
-    return jnp.matmul(probs.T, onehot, precision=lax.Precision.HIGHEST)
+    return matmul(probs.T, onehot)
