@@ -32,7 +32,7 @@ def test_wheel_has_no_top_level_kernels(tmp_path):
     assert {"jaxtransfer", "jaxtransfer_kernels"} <= top
     assert "jaxtransfer/py.typed" in names and "jaxtransfer_kernels/py.typed" in names
     assert "jaxtransfer_kernels/_ridge.py" in names
-    assert "jaxtransfer/zoo/_torch_format.py" in names
+    assert "jaxtransfer/models/zoo/_torch_format.py" in names
     entry_points = next(n for n in names if n.endswith("entry_points.txt"))
     assert "jaxtransfer = jaxtransfer.cli:main" in zipfile.ZipFile(wheel).read(entry_points).decode()
 
