@@ -242,6 +242,32 @@ def _apply_fn(key: tuple, layers: tuple[str, ...]) -> Callable[[Any, jax.Array],
     return lambda params, x: _interpret(obj(params, x), layers)
 
 
+def _accumulate(acc, feats, out, y, mask, classify, num_target_classes, dtype):
+    """Add one padded batch to the streamed statistics ``acc = (features, targets, joint)``.
+
+    ``mask`` marks the real rows. The first batch (count 0) fixes the shifts
+    the sums and Gram matrices are taken about: its own feature and target means.
+    """
+    fstats, tstats, joint = acc
+    f = feats.astype(dtype)
+    first = fstats.count == 0
+    w = mask.astype(dtype)[:, None]
+    fshift = jnp.where(first, jnp.sum(f * w, axis=0) / jnp.maximum(jnp.sum(w), 1), fstats.shift)
+    fstats = add_stats(fstats._replace(shift=fshift), source_stats(f, mask, shift=fshift))
+    if tstats is not None:
+        yy = jax.nn.one_hot(y, num_target_classes, dtype=dtype) if classify else y.reshape(y.shape[0], -1)
+        yy = yy.astype(dtype)
+        tshift = jnp.where(first, jnp.sum(yy * w, axis=0) / jnp.maximum(jnp.sum(w), 1), tstats.shift)
+        tstats = add_stats(
+            tstats._replace(shift=tshift),
+            cross_stats(f, yy, mask, feature_shift=fshift, target_shift=tshift),
+        )
+    if joint is not None:
+        z = jnp.argmax(out["logits"], axis=-1)
+        joint = joint + joint_histogram(z, y, num_z=joint.shape[0], num_y=joint.shape[1], mask=mask)
+    return fstats, tstats, joint
+
+
 def _build_step(key, layers, wanted, preprocess, classify, num_target_classes, dtype):
     """The forward function and the jitted extraction step; see :func:`_step`."""
     fn = _apply_fn(key, layers)
@@ -256,28 +282,11 @@ def _build_step(key, layers, wanted, preprocess, classify, num_target_classes, d
         feats = jnp.asarray(out["features"])
         if feats.ndim != 2:
             feats = pool(feats)
-        mask = jnp.arange(x.shape[0]) < valid
         kept = {k: (feats if k == "features" else pool(out[k])) for k in wanted if k in out}
         if acc is None:
             return kept, None
-        fstats, tstats, joint = acc
-        f = feats.astype(dtype)
-        first = fstats.count == 0  # the first batch fixes the shifts: its own means
-        w = mask.astype(dtype)[:, None]
-        fshift = jnp.where(first, jnp.sum(f * w, axis=0) / jnp.maximum(jnp.sum(w), 1), fstats.shift)
-        fstats = add_stats(fstats._replace(shift=fshift), source_stats(f, mask, shift=fshift))
-        if tstats is not None:
-            yy = jax.nn.one_hot(y, num_target_classes, dtype=dtype) if classify else y.reshape(y.shape[0], -1)
-            yy = yy.astype(dtype)
-            tshift = jnp.where(first, jnp.sum(yy * w, axis=0) / jnp.maximum(jnp.sum(w), 1), tstats.shift)
-            tstats = add_stats(
-                tstats._replace(shift=tshift),
-                cross_stats(f, yy, mask, feature_shift=fshift, target_shift=tshift),
-            )
-        if joint is not None:
-            z = jnp.argmax(out["logits"], axis=-1)
-            joint = joint + joint_histogram(z, y, num_z=joint.shape[0], num_y=joint.shape[1], mask=mask)
-        return kept, (fstats, tstats, joint)
+        mask = jnp.arange(x.shape[0]) < valid
+        return kept, _accumulate(acc, feats, out, y, mask, classify, num_target_classes, dtype)
 
     return forward, step
 
@@ -400,19 +409,7 @@ def extract(
       >>> out.features.shape, out.labels.shape
       ((5, 3), (5,))
     """
-    unknown = set(keep) - {"features", "logits"}
-    if unknown:
-        raise ValueError(f"keep must hold 'features' and/or 'logits', got {sorted(unknown)}")
-    if batch_size is not None and (
-        isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1
-    ):
-        raise ValueError(f"batch_size must be a positive int or None, got {batch_size!r}")
-    if isinstance(layers, str):
-        raise TypeError(f"layers must be a sequence of names, got the string {layers!r}")
-    if preprocess == "auto":
-        preprocess = getattr(model, "preprocess", None)
-    elif isinstance(preprocess, str):
-        raise ValueError(f"preprocess must be 'auto', None or a function, got {preprocess!r}")
+    preprocess = _check_options(model, keep, batch_size, layers, preprocess)
     if targets is not None:
         statistics = True
         targets = np.asarray(targets)
@@ -424,46 +421,78 @@ def extract(
     wanted = tuple(keep) + tuple(layers)
     dtype = jnp.result_type(float)
     forward, step = _step(key, tuple(layers), wanted, preprocess, classify, num_target_classes, dtype)
-
-    outputs: dict[str, list] = {}
-    acc = None
-    seen = 0
+    init = None
+    if statistics:
+        init = functools.partial(
+            _init_stats, forward, state, classify=classify, num_target_classes=num_target_classes, dtype=dtype
+        )
     bar = progress_bar(total, progress, getattr(model, "name", "extract"), unit="img")
     try:
-        for x, y in batches:
-            b = x.shape[0]
-            if b == 0:
-                continue
-            if size is None:
-                size = b
-            if statistics and acc is None:
-                acc = _init_stats(forward, state, x, y, classify, num_target_classes, dtype)
-            if statistics and y is None and acc[1] is not None:
-                raise ValueError("every batch must carry targets once the first one did")
-            xp = _pad(x, size)
-            yp = None if (y is None or not statistics) else _pad(np.asarray(y), size)
-            kept, acc_new = step(state, xp, b, yp, acc)
-            acc = acc_new if statistics else acc
-            for k, v in kept.items():
-                outputs.setdefault(k, []).append(v if b == size else v[:b])
-            seen += b
-            bar.update(b)
+        outputs, acc, seen = _run(step, state, batches, size, init, bar)
     finally:
         bar.close()
-    if seen == 0:
-        raise ValueError("data is empty: it yielded no samples")
     cat = {k: jnp.concatenate(v, axis=0) for k, v in outputs.items()}
-    stats = None if acc is None else StreamedStats(*acc)
     return Extracted(
         features=cat.get("features"),
         logits=cat.get("logits"),
         layers={name: cat[name] for name in layers},
-        stats=stats,
+        stats=None if acc is None else StreamedStats(*acc),
         count=seen,
     )
 
 
-def _init_stats(forward, state, x, y, classify, num_target_classes, dtype):
+def _check_options(model, keep, batch_size, layers, preprocess):
+    """Check :func:`extract`'s options; return the preprocessing function (or ``None``)."""
+    unknown = set(keep) - {"features", "logits"}
+    if unknown:
+        raise ValueError(f"keep must hold 'features' and/or 'logits', got {sorted(unknown)}")
+    if batch_size is not None and (
+        isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1
+    ):
+        raise ValueError(f"batch_size must be a positive int or None, got {batch_size!r}")
+    if isinstance(layers, str):
+        raise TypeError(f"layers must be a sequence of names, got the string {layers!r}")
+    if preprocess == "auto":
+        return getattr(model, "preprocess", None)
+    if isinstance(preprocess, str):
+        raise ValueError(f"preprocess must be 'auto', None or a function, got {preprocess!r}")
+    return preprocess
+
+
+def _run(step, state, batches, size, init, bar):
+    """Feed every batch, padded to ``size``, through the compiled ``step``.
+
+    ``init(x, y)`` gives zero statistics from the first batch (``None``: no
+    statistics). Returns the kept outputs (name -> list of [b, ...] arrays),
+    the statistics (or ``None``) and the number of samples seen.
+    """
+    outputs: dict[str, list] = {}
+    acc = None
+    seen = 0
+    for x, y in batches:
+        b = x.shape[0]
+        if b == 0:
+            continue
+        if size is None:
+            size = b
+        if init is not None and acc is None:
+            acc = init(x, y)
+        if init is not None and y is None and acc[1] is not None:
+            raise ValueError("every batch must carry targets once the first one did")
+        xp = _pad(x, size)
+        yp = None if (y is None or init is None) else _pad(np.asarray(y), size)
+        kept, acc_new = step(state, xp, b, yp, acc)
+        acc = acc_new if init is not None else acc
+        for k, v in kept.items():
+            outputs.setdefault(k, []).append(v if b == size else v[:b])
+        seen += b
+        bar.update(b)
+    if seen == 0:
+        raise ValueError("data is empty: it yielded no samples")
+    return outputs, acc, seen
+
+
+def _init_stats(forward, state, x, y, *, classify, num_target_classes, dtype):
     """Zero statistics of the right shapes (shapes by tracing only; nothing is compiled)."""
     out = jax.eval_shape(forward, state, jnp.asarray(x))
     d = (

@@ -19,7 +19,6 @@ for classification, test mean squared error for regression; ``score`` is the
 
 from __future__ import annotations
 
-import functools
 from functools import partial
 from typing import Any, NamedTuple
 
@@ -30,7 +29,7 @@ import optax
 from flax import nnx
 
 from ._progress import progress_bar
-from .models import model_outputs
+from .models import Trainer, run_epochs, trainer
 
 __all__ = [
     "TransferResult",
@@ -294,37 +293,61 @@ def _tuning_targets(targets, n: int):
     return y, classify, stacked
 
 
-def _tuning_fns(graphdef, classify: bool, learning_rate: float, weight_decay: float):
-    """The optimiser, the vmapped training step and the vmapped prediction of :func:`fine_tune_many`.
+def _check_tuning_args(n: int, train_mask, seed: int, epochs, batch_size, target_batch, t: int):
+    """The train rows [n] and the target chunk size of :func:`fine_tune_many`, checked."""
+    train_rows = split_mask(n, seed=seed) if train_mask is None else np.asarray(train_mask, bool)
+    if train_rows.shape != (n,) or train_rows.sum() < 1 or (~train_rows).sum() < 1:
+        raise ValueError(f"train_mask must be bool [{n}] with train and test rows")
+    for name, v in (("epochs", epochs), ("batch_size", batch_size)):
+        if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+            raise ValueError(f"{name} must be a positive int, got {v!r}")
+    if target_batch is None:
+        target_batch = t
+    if isinstance(target_batch, bool) or not isinstance(target_batch, int) or target_batch < 1:
+        raise ValueError(f"target_batch must be a positive int or None, got {target_batch!r}")
+    return train_rows, target_batch
 
-    Built once per model structure and optimisation (see :data:`_cached_tuning_fns`), so a second
-    call on another source of the same architecture does not recompile. The frozen variables
-    (``rest``) are an argument, not a constant baked into the compiled step.
+
+def _predict(fns: Trainer, params, rest, x, valid, batch_size: int) -> np.ndarray:
+    """The T copies' outputs [T, n, C] on ``x`` [n, ...], ``batch_size`` rows per call."""
+    parts = [
+        np.asarray(fns.predict(params, rest, x[i : i + batch_size], valid))
+        for i in range(0, x.shape[0], batch_size)
+    ]
+    return np.concatenate(parts, axis=1)
+
+
+def _tune_in_chunks(
+    fns: Trainer, start, rest, valid, x_train, y_train, x_test, *, target_batch: int, bar, **loop
+):
+    """Train T copies of ``start`` ``target_batch`` at a time; stacked params [T, ...] and test outputs.
+
+    Every chunk runs :func:`jaxtransfer.models.run_epochs` from the same start
+    and seed, so it sees the same batches in the same order: results do not
+    depend on ``target_batch``.
     """
-
-    tx = optax.adamw(learning_rate, weight_decay=weight_decay)
-
-    def outputs(p, rest, xb, ok):
-        out = model_outputs(nnx.merge(graphdef, p, rest), xb)
-        return jnp.where(ok[None, :], out, -1e9) if classify else out
-
-    def one_step(p, state, rest, ok, xb, yb):
-        def loss_fn(q):
-            out = outputs(q, rest, xb, ok)
-            if classify:
-                return optax.softmax_cross_entropy_with_integer_labels(out, yb).mean()
-            return jnp.mean((out - yb) ** 2)
-
-        loss, grads = jax.value_and_grad(loss_fn)(p)
-        updates, state = tx.update(grads, state, p)
-        return optax.apply_updates(p, updates), state, loss
-
-    step = jax.jit(jax.vmap(one_step, in_axes=(0, 0, None, 0, None, 0)))
-    predict = jax.jit(jax.vmap(outputs, in_axes=(0, None, None, 0)))
-    return tx, step, predict
+    t = y_train.shape[0]
+    trained, outs = [], []
+    for lo in range(0, t, target_batch):
+        chunk = slice(lo, min(lo + target_batch, t))
+        c = chunk.stop - chunk.start
+        params = jax.tree.map(lambda p, c=c: jnp.broadcast_to(p, (c, *p.shape)), start)
+        ok = None if valid is None else valid[chunk]
+        params, _ = run_epochs(fns, params, rest, x_train, y_train[chunk], valid=ok, bar=bar, **loop)
+        trained.append(params)
+        outs.append(_predict(fns, params, rest, x_test, ok, loop["batch_size"]))
+    return jax.tree.map(lambda *p: jnp.concatenate(p), *trained), np.concatenate(outs)
 
 
-_cached_tuning_fns = functools.lru_cache(maxsize=16)(_tuning_fns)
+def _test_metrics(out: np.ndarray, y_test: np.ndarray, classify: bool) -> TransferResult:
+    """Test accuracy and log-likelihood of logits [T, n, C], or the MSE of outputs [T, n, k]."""
+    nan = np.full(out.shape[0], np.nan)
+    if classify:
+        logp = np.asarray(jax.nn.log_softmax(out, axis=-1))
+        acc = np.mean(logp.argmax(-1) == y_test, axis=1)
+        ll = np.mean(np.take_along_axis(logp, y_test[..., None], axis=-1)[..., 0], axis=1)
+        return TransferResult(acc, ll, nan)
+    return TransferResult(nan, nan, np.mean((out - y_test) ** 2, axis=(1, 2)))
 
 
 def fine_tune_many(
@@ -350,6 +373,8 @@ def fine_tune_many(
     permutation per epoch, full batches only); only the variables ``trainable``
     selects change. All T copies are updated by one jitted, vmapped step, so the
     step compiles once for a model structure and T, whatever the targets hold.
+    It is the training loop of :func:`jaxtransfer.models.train`
+    (:func:`jaxtransfer.models.run_epochs`), batched over targets.
 
     Integer targets are class labels (softmax cross-entropy; the head has as
     many outputs as the largest class count, and the classes above a target's
@@ -382,69 +407,27 @@ def fine_tune_many(
     x = np.asarray(inputs)
     n = x.shape[0]
     y, classify, stacked = _tuning_targets(targets, n)
-    train_rows = split_mask(n, seed=seed) if train_mask is None else np.asarray(train_mask, bool)
-    if train_rows.shape != (n,) or train_rows.sum() < 1 or (~train_rows).sum() < 1:
-        raise ValueError(f"train_mask must be bool [{n}] with train and test rows")
-    for name, v in (("epochs", epochs), ("batch_size", batch_size)):
-        if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-            raise ValueError(f"{name} must be a positive int, got {v!r}")
+    t = y.shape[0]
+    train_rows, target_batch = _check_tuning_args(n, train_mask, seed, epochs, batch_size, target_batch, t)
     num_outputs = int(y.max()) + 1 if classify else y.shape[2]
     tuned, head = _new_head_model(model, num_outputs, seed)
-    graphdef, params, rest = nnx.split(tuned, _trainable_filter(trainable, head), ...)
-    t = y.shape[0]
-    if target_batch is None:
-        target_batch = t
-    if isinstance(target_batch, bool) or not isinstance(target_batch, int) or target_batch < 1:
-        raise ValueError(f"target_batch must be a positive int or None, got {target_batch!r}")
+    graphdef, start, rest = nnx.split(tuned, _trainable_filter(trainable, head), ...)
+    # classes above a target's largest label are masked out of its softmax
     valid = jnp.asarray(np.arange(num_outputs)[None, :] <= y.max(axis=1)[:, None]) if classify else None
-    args = (graphdef, bool(classify), float(learning_rate), float(weight_decay))
+    fns = trainer(
+        graphdef, learning_rate=float(learning_rate), weight_decay=float(weight_decay), batched=True
+    )
+    x_train, x_test = x[train_rows], x[~train_rows]
+    n_chunks = -(-t // target_batch)
+    bar = progress_bar(epochs * n_chunks, progress, "fine-tuning", unit="epoch")
     try:
-        tx, step, predict = _cached_tuning_fns(*args)
-    except TypeError:  # an unhashable model structure: fresh functions
-        tx, step, predict = _tuning_fns(*args)
-    start = params
-    ok_all = valid if classify else jnp.ones((t, num_outputs), bool)
-    x_train, y_train = x[train_rows], y[:, train_rows]
-    x_test, y_test = x[~train_rows], y[:, ~train_rows]
-    n_train = x_train.shape[0]
-    bs = min(batch_size, n_train)
-    chunks = [slice(i, min(i + target_batch, t)) for i in range(0, t, target_batch)]
-    bar = progress_bar(epochs * len(chunks), progress, "fine-tuning", unit="epoch")
-    trained, outs = [], []
-    for chunk in chunks:  # every chunk sees the same batches in the same order
-        c = chunk.stop - chunk.start
-        params = jax.tree.map(lambda p, c=c: jnp.broadcast_to(p, (c, *p.shape)), start)
-        opt_state = jax.vmap(tx.init)(params)
-        ok, yc = ok_all[chunk], y_train[chunk]
-        rng = np.random.default_rng(seed)
-        for _ in range(epochs):
-            order = rng.permutation(n_train)
-            for i in range(n_train // bs):
-                idx = order[i * bs : (i + 1) * bs]
-                params, opt_state, loss = step(params, opt_state, rest, ok, x_train[idx], yc[:, idx])
-            bar.update(1)
-            bar.set_postfix(loss=f"{float(jnp.mean(loss)):.4f}")
-        trained.append(params)
-        outs.append(
-            np.concatenate(
-                [
-                    np.asarray(predict(params, rest, x_test[i : i + bs], ok))
-                    for i in range(0, x_test.shape[0], bs)
-                ],
-                axis=1,
-            )
-        )
-    bar.close()
-    params = jax.tree.map(lambda *p: jnp.concatenate(p), *trained)
-    out = np.concatenate(outs)
-    nan = np.full(t, np.nan)
-    if classify:
-        logp = np.asarray(jax.nn.log_softmax(out, axis=-1))
-        acc = np.mean(logp.argmax(-1) == y_test, axis=1)
-        ll = np.mean(np.take_along_axis(logp, y_test[..., None], axis=-1)[..., 0], axis=1)
-        result = TransferResult(acc, ll, nan)
-    else:
-        result = TransferResult(nan, nan, np.mean((out - y_test) ** 2, axis=(1, 2)))
+        params, out = _tune_in_chunks(
+            fns, start, rest, valid, x_train, y[:, train_rows], x_test, target_batch=target_batch,
+            bar=bar, epochs=epochs, batch_size=min(batch_size, x_train.shape[0]), seed=seed,
+        )  # fmt: skip
+    finally:
+        bar.close()
+    result = _test_metrics(out, y[:, ~train_rows], classify)
     if not stacked:
         result = TransferResult(*(v[0] for v in result))
     return (graphdef, params, rest), result

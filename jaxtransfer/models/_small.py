@@ -10,7 +10,9 @@ seeds and no downloads:
   :func:`jaxtransfer.features.extract` reads them directly;
 * :func:`train`: AdamW with softmax cross-entropy (class labels) or mean
   squared error (real targets), shuffled mini-batches from a seeded NumPy
-  generator, one split of the model and one jitted step;
+  generator, one split of the model and one jitted step — the one-model case
+  of the training loop in :mod:`jaxtransfer.models._training`, which
+  :func:`jaxtransfer.transfer.fine_tune_many` runs for many targets at once;
 * :func:`save` / :func:`load`: one ``.npz`` with the architecture as JSON and
   every variable as an array; loaded with ``allow_pickle=False`` and an
   allow-list of model classes, so a file can never run code.
@@ -23,17 +25,17 @@ import json
 import os
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any
 
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
 from flax import nnx
 
 from .._io import read_npz, write_npz
 from .._nnx import get_value, module_list, set_value
 from .._progress import progress_bar
+from ._training import TrainHistory, model_outputs, run_epochs, trainer
 
 __all__ = ["MLP", "SmallCNN", "TrainHistory", "load", "model_outputs", "save", "train"]
 
@@ -153,19 +155,26 @@ class MLP(nnx.Module):
 _MODELS = {"SmallCNN": SmallCNN, "MLP": MLP}
 
 
-class TrainHistory(NamedTuple):
-    """Per-epoch mean training loss, and accuracy for classification (else NaN)."""
-
-    loss: np.ndarray
-    accuracy: np.ndarray
-
-
-def _loss(outputs: jax.Array, y: jax.Array, classify: bool):
-    if classify:
-        loss = optax.softmax_cross_entropy_with_integer_labels(outputs, y).mean()
-        return loss, jnp.mean(jnp.argmax(outputs, axis=-1) == y)
-    err = outputs - y.reshape(outputs.shape)
-    return jnp.mean(err * err), jnp.nan
+def _training_targets(model: nnx.Module, x: np.ndarray, y: np.ndarray, epochs, batch_size) -> np.ndarray:
+    """Check :func:`train`'s arguments; the targets as class labels, or real targets as float32."""
+    n = x.shape[0]
+    if n == 0:
+        raise ValueError("inputs is empty: got 0 samples")
+    if y.shape[0] != n:
+        raise ValueError(f"targets has {y.shape[0]} samples but inputs has {n}")
+    for name, v in (("epochs", epochs), ("batch_size", batch_size)):
+        if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+            raise ValueError(f"{name} must be a positive int, got {v!r}")
+    width = jax.eval_shape(model_outputs, model, jnp.asarray(x[:1])).shape[-1]
+    if np.issubdtype(y.dtype, np.integer):
+        if y.ndim != 1:
+            raise ValueError(f"integer targets must be class labels of shape [N], got shape {y.shape}")
+        if y.min() < 0 or y.max() >= width:
+            raise ValueError(f"targets must be labels in [0, {width}), got range [{y.min()}, {y.max()}]")
+        return y
+    if int(np.prod(y.shape[1:])) != width:
+        raise ValueError(f"targets have {int(np.prod(y.shape[1:]))} outputs per sample, the model {width}")
+    return y.astype(np.float32)
 
 
 def train(
@@ -187,7 +196,12 @@ def train(
     float targets [N] or [N, k] are regression outputs (mean squared error).
     Each epoch visits a fresh permutation from ``numpy.random.default_rng(seed)``
     in full batches (the remainder of N mod ``batch_size`` is skipped that
-    epoch), so a run is reproducible and the step compiles once.
+    epoch), so a run is reproducible and the step compiles once (once per
+    model structure: a second call reuses it).
+
+    This is the one-model case of the loop that
+    :func:`jaxtransfer.transfer.fine_tune_many` runs for T copies at once
+    (:func:`jaxtransfer.models.run_epochs`).
 
     Args:
       model: an NNX module whose ``taps(x)["logits"]`` (or ``model(x)``) are the outputs.
@@ -205,69 +219,19 @@ def train(
       ValueError: mismatched or empty inputs, labels out of range, bad sizes.
     """
     x = np.asarray(inputs)
-    y = np.asarray(targets)
-    n = x.shape[0]
-    if n == 0:
-        raise ValueError("inputs is empty: got 0 samples")
-    if y.shape[0] != n:
-        raise ValueError(f"targets has {y.shape[0]} samples but inputs has {n}")
-    for name, v in (("epochs", epochs), ("batch_size", batch_size)):
-        if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-            raise ValueError(f"{name} must be a positive int, got {v!r}")
-    classify = np.issubdtype(y.dtype, np.integer)
     trained = nnx.clone(model)
-    probe = jax.eval_shape(lambda m, xb: model_outputs(m, xb), trained, jnp.asarray(x[:1]))
-    if classify:
-        if y.ndim != 1:
-            raise ValueError(f"integer targets must be class labels of shape [N], got shape {y.shape}")
-        if y.min() < 0 or y.max() >= probe.shape[-1]:
-            raise ValueError(
-                f"targets must be labels in [0, {probe.shape[-1]}), got range [{y.min()}, {y.max()}]"
-            )
-    elif int(np.prod(y.shape[1:])) != probe.shape[-1]:
-        raise ValueError(
-            f"targets have {int(np.prod(y.shape[1:]))} outputs per sample, the model {probe.shape[-1]}"
-        )
-    else:
-        y = y.astype(np.float32)
-    batch_size = min(batch_size, n)
+    y = _training_targets(trained, x, np.asarray(targets), epochs, batch_size)
     graphdef, params, rest = nnx.split(trained, wrt, ...)
-    tx = optax.adamw(learning_rate, weight_decay=weight_decay)
-    opt_state = tx.init(params)
-
-    @jax.jit
-    def step(params, opt_state, rest, xb, yb):
-        def loss_fn(p):
-            return _loss(model_outputs(nnx.merge(graphdef, p, rest), xb), yb, classify)
-
-        (loss, acc), grads = jax.value_and_grad(loss_fn, has_aux=True)(params)
-        updates, opt_state = tx.update(grads, opt_state, params)
-        return optax.apply_updates(params, updates), opt_state, loss, acc
-
-    rng = np.random.default_rng(seed)
-    steps = n // batch_size
-    losses, accs = [], []
+    fns = trainer(graphdef, learning_rate=learning_rate, weight_decay=weight_decay)
     bar = progress_bar(epochs, progress, "train", unit="epoch")
-    for _ in range(epochs):
-        order = rng.permutation(n)
-        ep_loss, ep_acc = [], []
-        for i in range(steps):
-            idx = order[i * batch_size : (i + 1) * batch_size]
-            params, opt_state, loss, acc = step(params, opt_state, rest, x[idx], y[idx])
-            ep_loss.append(loss)
-            ep_acc.append(acc)
-        losses.append(float(np.mean(jax.device_get(ep_loss))))
-        accs.append(float(np.mean(jax.device_get(ep_acc))))
-        bar.update(1)
-        bar.set_postfix(loss=f"{losses[-1]:.4f}")
-    bar.close()
+    try:
+        params, history = run_epochs(
+            fns, params, rest, x, y, epochs=epochs, batch_size=min(batch_size, x.shape[0]), seed=seed, bar=bar
+        )
+    finally:
+        bar.close()
     nnx.update(trained, params)
-    return trained, TrainHistory(np.asarray(losses), np.asarray(accs))
-
-
-def model_outputs(module, x):
-    """The model's logits (its ``taps(x)["logits"]`` when it has taps), as used for training."""
-    return module.taps(x)["logits"] if callable(getattr(module, "taps", None)) else module(x)
+    return trained, history
 
 
 def _flat_state(state: Any) -> list[tuple[str, Any]]:
