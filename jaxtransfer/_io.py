@@ -1,26 +1,41 @@
-"""Reading and writing ``.npy``/``.npz`` files safely (never unpickled), and checking output paths.
+"""Files: reading ``.npy``/``.npz`` safely (never unpickled), writing atomically, checking output paths.
 
 Every reader here refuses object arrays without unpickling them, and says
 precisely what is wrong with a bad file: not NumPy at all, a zip member that is
 not a ``.npy`` array, Python objects, or a truncated or corrupt file.
+
+Every file the package writes goes through :func:`atomic_write` (or
+:func:`atomic_open`, for a file written as a stream): it appears whole or not
+at all, never half-written.
 """
 
 from __future__ import annotations
 
 import ast
+import contextlib
 import math
 import os
+import stat
 import struct
 import tempfile
 import zipfile
 import zlib
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import BinaryIO
 
 import numpy as np
 
-__all__ = ["check_output_file", "check_output_folder", "npz_names", "read_npy", "read_npz", "write_npz"]
+__all__ = [
+    "atomic_open",
+    "atomic_write",
+    "check_output_file",
+    "check_output_folder",
+    "npz_names",
+    "read_npy",
+    "read_npz",
+    "write_npz",
+]
 
 _NPY_MAGIC = b"\x93NUMPY"
 _MAX_HEADER = 10_000  # as numpy's own reader: a longer header is refused before it is parsed
@@ -190,29 +205,85 @@ def read_npz(
         raise _fail(error, path, what, f"{type(err).__name__}: {err}", hint) from None
 
 
+@contextlib.contextmanager
+def atomic_open(path: str | os.PathLike) -> Iterator[BinaryIO]:
+    """A binary file handle whose contents replace ``path`` only once the ``with`` block completes.
+
+    The data go to a temporary file in the same folder (``.NAME.XXXX.tmp``),
+    which is renamed over ``path`` when the block ends without an exception
+    and removed if anything fails, so ``path`` is never left half-written. The
+    new file gets the permissions of the file it replaces, or the usual ones
+    (0666 less the umask) when it is new. A symbolic link to a file keeps
+    pointing to it (the file it names is replaced); a path that is not a
+    regular file (a device such as ``/dev/stdout``, a pipe) is written
+    directly, as it cannot be renamed over. The folder must exist.
+
+    Raises:
+      OSError: the folder is missing or not writable, or the write fails.
+    """
+    path = Path(path)
+    try:
+        mode = os.stat(path).st_mode  # follows links
+    except FileNotFoundError:
+        mode = None
+    if mode is not None and not stat.S_ISREG(mode):
+        with open(path, "wb") as fh:
+            yield fh
+        return
+    target = Path(os.path.realpath(path)) if path.is_symlink() else path
+    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            yield fh
+        if mode is None:
+            umask = os.umask(0)
+            os.umask(umask)
+            mode = 0o666 & ~umask  # mkstemp makes 0600; give the file the usual permissions
+        os.chmod(tmp, stat.S_IMODE(mode))
+        os.replace(tmp, target)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def atomic_write(path: str | os.PathLike, data: str | bytes) -> Path:
+    """Write ``data`` (text is encoded as UTF-8) to ``path`` atomically; return ``path`` as a ``Path``.
+
+    See :func:`atomic_open`: a temporary file in the same folder is renamed
+    over ``path`` when complete, and removed on any failure.
+
+    Raises:
+      TypeError: ``data`` is neither ``str`` nor ``bytes`` (nothing is written).
+      OSError: as :func:`atomic_open`.
+    """
+    if isinstance(data, str):
+        data = data.encode("utf-8")
+    elif not isinstance(data, bytes | bytearray | memoryview):
+        raise TypeError(f"data must be str or bytes, got {type(data).__name__}")
+    path = Path(path)
+    with atomic_open(path) as fh:
+        fh.write(data)
+    return path
+
+
 def write_npz(path: str | os.PathLike, arrays: Mapping[str, np.ndarray]) -> Path:
     """Write ``arrays`` to ``path`` as an uncompressed ``.npz`` that ``np.load`` reads.
 
     Unlike ``np.savez(path, **arrays)`` any name is allowed (``file`` and
     ``allow_pickle`` included), object arrays are refused, and the file appears
-    atomically: a temporary file in the same folder is renamed over ``path``,
-    and removed if anything fails.
+    atomically (:func:`atomic_open`: streamed to a temporary file in the same
+    folder, renamed over ``path``, removed if anything fails). Missing folders
+    are created.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".npz.tmp")
-    try:
-        with os.fdopen(fd, "wb") as fh, zipfile.ZipFile(fh, "w", zipfile.ZIP_STORED, allowZip64=True) as zf:
-            for name, value in arrays.items():
-                with zf.open(f"{name}.npy", "w", force_zip64=True) as member:
-                    np.lib.format.write_array(member, np.asarray(value), allow_pickle=False)
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; give the file the usual permissions
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with (
+        atomic_open(path) as fh,
+        zipfile.ZipFile(fh, "w", zipfile.ZIP_STORED, allowZip64=True) as zf,
+    ):
+        for name, value in arrays.items():
+            with zf.open(f"{name}.npy", "w", force_zip64=True) as member:
+                np.lib.format.write_array(member, np.asarray(value), allow_pickle=False)
     return path
 
 

@@ -1,17 +1,50 @@
-"""What the apps write: text tables, JSON and CSV files, and plots of scores against actual transfer."""
+"""What the apps write: text and Markdown tables, JSON and CSV files, plots of scores against actual transfer.
+
+``rank``'s outputs (:func:`ranked_table`, :func:`evaluation_table`,
+:func:`write_outputs`) and the pieces every report uses: Markdown tables of
+evaluation statistics, ``results.json`` + ``report.md``, a grid of score
+against actual transfer, and the bar chart of each estimator's pooled Pearson
+and within-target Spearman. Every file appears whole: it is written through
+:func:`jaxtransfer._io.atomic_write` (figures are rendered in memory first).
+"""
 
 from __future__ import annotations
 
 import csv
+import io
 import json
 from pathlib import Path
 
 import numpy as np
 
-from .._io import check_output_folder
+from .._io import atomic_write, check_output_folder
 from ._rank import RankResult
 
-__all__ = ["evaluation_table", "ranked_table", "write_outputs"]
+__all__ = [
+    "STAT_COLUMNS",
+    "cell",
+    "evaluation_table",
+    "markdown_table",
+    "ranked_table",
+    "save_figure",
+    "scatter_grid",
+    "summary_bars",
+    "write_outputs",
+    "write_report",
+]
+
+STAT_COLUMNS = (
+    ("pearson_pooled", "Pearson pooled"),
+    ("spearman_pooled", "Spearman pooled"),
+    ("kendall_pooled", "Kendall pooled"),
+    ("weighted_tau_pooled", "weighted τ pooled"),
+    ("pearson_within", "Pearson within"),
+    ("spearman_within", "Spearman within"),
+    ("kendall_within", "Kendall within"),
+    ("weighted_tau_within", "weighted τ within"),
+    ("top1_hit", "top-1 hit"),
+    ("regret", "regret"),
+)
 
 
 def ranked_table(result: RankResult) -> str:
@@ -64,12 +97,6 @@ def evaluation_table(result: RankResult) -> str:
     return "\n".join(lines)
 
 
-def _write_text(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text)
-    tmp.replace(path)
-
-
 def write_outputs(result: RankResult, out: str | Path, *, plots: bool = True) -> list[Path]:
     """Write ``scores.json``, ``scores.csv``, ``evaluation.json``, ``evaluation.csv`` and PNG plots.
 
@@ -80,7 +107,6 @@ def write_outputs(result: RankResult, out: str | Path, *, plots: bool = True) ->
     """
     out = check_output_folder(out, what="out")
     out.mkdir(parents=True, exist_ok=True)
-    written = []
     doc = {
         "sources": result.sources,
         "targets": result.targets,
@@ -90,8 +116,27 @@ def write_outputs(result: RankResult, out: str | Path, *, plots: bool = True) ->
         "not_computed": result.not_computed,
         "timings_s": result.timings,
     }
-    _write_text(out / "scores.json", json.dumps(doc, indent=1, allow_nan=True))
-    written.append(out / "scores.json")
+    erows = [
+        {"estimator": e, "statistic": k, "value": v[0], "low": v[1], "high": v[2]}
+        for e, stats in result.evaluation.items()
+        for k, v in stats.items()
+    ]
+    written = [
+        atomic_write(out / "scores.json", json.dumps(doc, indent=1, allow_nan=True)),
+        atomic_write(out / "scores.csv", _csv_text(_score_rows(result))),
+        atomic_write(out / "evaluation.json", json.dumps(result.evaluation, indent=1, allow_nan=True)),
+        atomic_write(out / "evaluation.csv", _csv_text(erows)),
+    ]
+    if plots and result.actual is not None:
+        written += [_score_plot(result, est, out / f"{est}.png") for est in result.scores]
+        if result.evaluation:
+            title = "estimators vs head-retraining accuracy (95% CI)"
+            written.append(summary_bars(out / "summary.png", result.evaluation, title=title))
+    return written
+
+
+def _score_rows(result: RankResult) -> list[dict]:
+    """One row per source–target pair: actual transfer (when measured) and every estimator's score."""
     rows = []
     for i, s in enumerate(result.sources):
         for j, t in enumerate(result.targets):
@@ -101,83 +146,167 @@ def write_outputs(result: RankResult, out: str | Path, *, plots: bool = True) ->
                 row["actual_log_likelihood"] = result.log_likelihood[i, j]
             row.update({e: m[i, j] for e, m in result.scores.items()})
             rows.append(row)
-    _write_csv(out / "scores.csv", rows)
-    written.append(out / "scores.csv")
-    _write_text(out / "evaluation.json", json.dumps(result.evaluation, indent=1, allow_nan=True))
-    written.append(out / "evaluation.json")
-    erows = [
-        {"estimator": e, "statistic": k, "value": v[0], "low": v[1], "high": v[2]}
-        for e, stats in result.evaluation.items()
-        for k, v in stats.items()
-    ]
-    _write_csv(out / "evaluation.csv", erows)
-    written.append(out / "evaluation.csv")
-    if plots and result.actual is not None:
-        written += _plots(result, out)
-    return written
+    return rows
 
 
-def _write_csv(path: Path, rows: list[dict]) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w", newline="") as fh:
-        if rows:
-            writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
-            writer.writeheader()
-            writer.writerows(rows)
-    tmp.replace(path)
+def _csv_text(rows: list[dict]) -> str:
+    """``rows`` as CSV with a header from the first row's keys; empty when there are no rows."""
+    buf = io.StringIO(newline="")
+    if rows:
+        writer = csv.DictWriter(buf, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    return buf.getvalue()
 
 
-def _plots(result: RankResult, out: Path) -> list[Path]:
+def _pyplot():
+    """``matplotlib.pyplot`` on the Agg backend (matplotlib is optional and slow to import)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    paths = []
+    return plt
+
+
+def save_figure(fig, path: Path) -> Path:
+    """Write ``fig`` to ``path`` as PNG atomically (rendered in memory, then written whole) and close it."""
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png")
+    _pyplot().close(fig)
+    return atomic_write(path, buf.getvalue())
+
+
+def _score_plot(result: RankResult, est: str, path: Path) -> Path:
+    """One estimator's scores against head-retraining accuracy, a colour per target."""
+    plt = _pyplot()
+    mat = result.scores[est]
+    fig, ax = plt.subplots(figsize=(6, 4.5), dpi=100)
     cmap = plt.get_cmap("tab20")
-    for est, mat in result.scores.items():
-        fig, ax = plt.subplots(figsize=(6, 4.5), dpi=100)
-        for j, target in enumerate(result.targets):
-            ok = ~np.isnan(mat[:, j])
-            ax.plot(mat[ok, j], result.actual[ok, j], "o", ms=4, color=cmap(j % 20), label=target)
-        stats = result.evaluation.get(est)
-        title = est
-        if stats:
-            title += (
-                f"   pooled Pearson {stats['pearson_pooled'][0]:.2f}, "
-                f"within-target Spearman {stats['spearman_within'][0]:.2f}"
-            )
-        ax.set(xlabel=f"{est} score", ylabel="test accuracy after head retraining", title=title)
-        ax.title.set_fontsize(9)
-        if len(result.targets) <= 20:
-            ax.legend(fontsize=6, ncol=2, loc="best")
-        fig.tight_layout()
-        path = out / f"{est}.png"
-        tmp = out / f".{est}.png.tmp"
-        fig.savefig(tmp, format="png")
-        plt.close(fig)
-        tmp.replace(path)
-        paths.append(path)
-    if result.evaluation:
-        ests = list(result.evaluation)
-        fig, ax = plt.subplots(figsize=(7, 4), dpi=100)
-        x = np.arange(len(ests))
-        for offset, (stat, label) in enumerate(
-            (("pearson_pooled", "Pearson, pooled"), ("spearman_within", "Spearman, within target"))
-        ):
-            vals = np.array([result.evaluation[e][stat] for e in ests])
-            err = np.abs(vals[:, 1:].T - vals[:, 0])
-            ax.bar(x + (offset - 0.5) * 0.38, vals[:, 0], 0.38, yerr=err, capsize=3, label=label)
-        ax.axhline(0, color="k", lw=0.5)
-        ax.set_xticks(x, ests, rotation=30, ha="right")
-        ax.set(
-            ylabel="correlation with actual transfer", title="estimators vs head-retraining accuracy (95% CI)"
+    for j, target in enumerate(result.targets):
+        ok = ~np.isnan(mat[:, j])
+        ax.plot(mat[ok, j], result.actual[ok, j], "o", ms=4, color=cmap(j % 20), label=target)
+    stats = result.evaluation.get(est)
+    title = est
+    if stats:
+        title += (
+            f"   pooled Pearson {stats['pearson_pooled'][0]:.2f}, "
+            f"within-target Spearman {stats['spearman_within'][0]:.2f}"
         )
-        ax.legend(fontsize=8)
-        fig.tight_layout()
-        tmp = out / ".summary.png.tmp"
-        fig.savefig(tmp, format="png")
-        plt.close(fig)
-        tmp.replace(out / "summary.png")
-        paths.append(out / "summary.png")
-    return paths
+    ax.set(xlabel=f"{est} score", ylabel="test accuracy after head retraining", title=title)
+    ax.title.set_fontsize(9)
+    if len(result.targets) <= 20:
+        ax.legend(fontsize=6, ncol=2, loc="best")
+    fig.tight_layout()
+    return save_figure(fig, path)
+
+
+def summary_bars(
+    path: Path, evaluation: dict, *, title: str, ylabel: str = "correlation with actual transfer"
+) -> Path:
+    """Pooled Pearson and within-target Spearman of each estimator, with their intervals, as a PNG.
+
+    ``evaluation`` maps estimator -> statistic -> (value, low, high); an
+    undefined (NaN) statistic is drawn as 0.
+    """
+    plt = _pyplot()
+    ests = list(evaluation)
+    fig, ax = plt.subplots(figsize=(max(6, 0.6 * len(ests) + 2), 4), dpi=90)
+    x = np.arange(len(ests))
+    for offset, (stat, label) in enumerate(
+        (("pearson_pooled", "Pearson, pooled"), ("spearman_within", "Spearman, within target"))
+    ):
+        vals = np.array([evaluation[e][stat] for e in ests], float)
+        shown = np.nan_to_num(vals)
+        err = np.abs(shown[:, 1:].T - shown[:, 0])
+        ax.bar(x + (offset - 0.5) * 0.38, shown[:, 0], 0.38, yerr=err, capsize=2, label=label)
+    ax.axhline(0, color="k", lw=0.5)
+    ax.set_xticks(x, ests, rotation=35, ha="right", fontsize=7)
+    ax.set(ylabel=ylabel, title=title)
+    ax.title.set_fontsize(9)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    return save_figure(fig, path)
+
+
+def scatter_grid(
+    path: Path,
+    scores: dict[str, np.ndarray],
+    actual: np.ndarray,
+    target_names: list[str],
+    *,
+    ylabel: str,
+    title: str,
+) -> Path:
+    """A panel per estimator: score against actual transfer, a colour per target, as a PNG.
+
+    ``scores`` maps estimator -> [S, T] and ``actual`` is [S, T]: column t
+    holds the sources scored for target t (a protocol that leaves out the
+    pairs of a task with itself passes the off-diagonal [S − 1, S] matrices).
+    """
+    plt = _pyplot()
+    names = list(scores)
+    cols = min(4, len(names))
+    rows = -(-len(names) // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(3.3 * cols, 2.8 * rows), dpi=90, squeeze=False)
+    cmap = plt.get_cmap("tab20")
+    for ax, name in zip(axes.flat, names, strict=False):
+        s = scores[name]
+        for t in range(actual.shape[1]):
+            ax.plot(s[:, t], actual[:, t], "o", ms=3, color=cmap(t % 20), label=target_names[t])
+        ax.set_title(name, fontsize=8)
+        ax.tick_params(labelsize=6)
+        ax.set_ylabel(ylabel, fontsize=7)
+    for ax in list(axes.flat)[len(names) :]:
+        ax.axis("off")
+    handles, labels = axes.flat[0].get_legend_handles_labels()
+    fig.legend(handles, labels, fontsize=6, ncol=min(10, len(labels)), loc="lower center")
+    fig.suptitle(title, fontsize=9)
+    fig.tight_layout(rect=(0, 0.06, 1, 0.97))
+    return save_figure(fig, path)
+
+
+def cell(v) -> str:
+    """``(value, low, high)`` as ``"value [low, high]"`` to two decimals; ``"—"`` for NaN."""
+    value, low, high = v
+    if not np.isfinite(value):
+        return "—"
+    if low == high:
+        return f"{value:.2f}"
+    return f"{value:.2f} [{low:.2f}, {high:.2f}]"
+
+
+def markdown_table(evaluation: dict[str, dict[str, list[float]]], names: dict[str, str] | None = None) -> str:
+    """One row per estimator: the statistics of :data:`STAT_COLUMNS` with their intervals.
+
+    ``names`` gives an estimator's label in the table (default: its key).
+    """
+    names = names or {}
+    head = "| estimator | " + " | ".join(label for _, label in STAT_COLUMNS) + " |"
+    lines = [head, "|" + "---|" * (len(STAT_COLUMNS) + 1)]
+    for est, stats in evaluation.items():
+        cells = " | ".join(cell(stats[key]) for key, _ in STAT_COLUMNS)
+        lines.append(f"| {names.get(est, est)} | {cells} |")
+    return "\n".join(lines)
+
+
+def write_report(out: Path, results: dict, markdown: str) -> list[Path]:
+    """``results.json`` (NumPy arrays and scalars as JSON) and ``report.md`` in ``out``, each written
+    whole, then renamed."""
+    out.mkdir(parents=True, exist_ok=True)
+    return [
+        atomic_write(out / "results.json", json.dumps(_jsonable(results), indent=1, allow_nan=True)),
+        atomic_write(out / "report.md", markdown),
+    ]
+
+
+def _jsonable(x):
+    if isinstance(x, dict):
+        return {str(k): _jsonable(v) for k, v in x.items()}
+    if isinstance(x, list | tuple):
+        return [_jsonable(v) for v in x]
+    if isinstance(x, np.ndarray):
+        return _jsonable(x.tolist())
+    if isinstance(x, np.floating | np.integer | np.bool_):
+        return x.item()
+    return x

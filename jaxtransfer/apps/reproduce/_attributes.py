@@ -24,38 +24,39 @@ split:
    H-score, shrinkage H-score, TransRate, GBC, NLEEP), plus a "target only"
    baseline −H(Y_target) that ignores the source;
 4. each estimator is judged against each kind of actual transfer, pooled and
-   within target (:mod:`jaxtransfer._quality`), and H(Y) against each task's
-   own trained accuracy and log-likelihood.
+   within target (:func:`jaxtransfer.evaluation.evaluate`), and H(Y) against
+   each task's own trained accuracy and log-likelihood.
 """
 
 from __future__ import annotations
 
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
-import jax
 import numpy as np
 
 from ... import estimators as jt
-from ... import features, transfer
-from ..._progress import progress_bar
+from ... import transfer
 from ...datasets import digit_attribute_tasks, load_digits, load_mnist, render, sprite_attribute_tasks
 from ...evaluation import evaluate
 from .._rank import ranking_estimators
+from .._report import cell, markdown_table, summary_bars, write_report
 from ._common import (
     INTERVAL_NOTE,
     ModelCache,
-    cell,
-    environment,
-    judge,
-    markdown_table,
-    off_diagonal,
-    scatter_grid,
-    source_model,
-    summary_bars,
-    target_variance_share,
-    write_report,
+    Source,
+    Stages,
+    Tasks,
+    cache_note,
+    generated_by,
+    machine,
+    pair_scatter,
+    protocol_header,
+    run_protocol,
+    stage_times,
+    transfer_matrix,
+    variance_share_line,
 )
 
 __all__ = ["AttributeConfig", "run_attributes"]
@@ -126,118 +127,157 @@ def _dataset(name: str, config: AttributeConfig):
     return x, tasks, arch
 
 
-def _run_dataset(name, config, cache_root, progress, print_fn):
-    timings: dict[str, float] = {}
-    x, tasks, arch = _dataset(name, config)
+# Per source: the seconds ``_measure`` reports, and the stage each is added to.
+_STAGE_SECONDS = {"head_seconds": "head_retraining", "fine_tune_seconds": "fine_tuning"}
+
+# The ground truths every estimator is judged against (fine-tuning log-likelihood is only reported).
+_TRUTHS = ("head_accuracy", "fine_tune_accuracy", "head_log_likelihood")
+
+_HARDNESS_STATS = ("pearson_pooled", "spearman_pooled", "kendall_pooled")
+
+
+def _tasks(x: np.ndarray, tasks, config: AttributeConfig) -> Tasks:
+    """The attribute tasks on images ``x`` as the protocol's :class:`Tasks` (int32 labels), with the
+    train half."""
     labels = np.asarray(tasks.labels, np.int32)
-    t_count, n = labels.shape
-    train = transfer.split_mask(n, seed=config.seed)
-    key = {
+    train = transfer.split_mask(labels.shape[1], seed=config.seed)
+    return Tasks(x, labels, tasks.names, tasks.num_classes, train)
+
+
+def _stages(name: str, config: AttributeConfig, tasks: Tasks, arch: dict) -> Stages:
+    """The attribute protocol's parts of :func:`run_protocol` for one dataset."""
+    transfer_key = {
+        "epochs": config.fine_tune_epochs, "learning_rate": config.fine_tune_learning_rate,
+        "batch_size": config.batch_size, "seed": config.seed,
+    }  # fmt: skip
+    measure, score = _measure(config, tasks), _score(config, tasks)
+    return Stages(name, arch, measure, transfer_key, _STAGE_SECONDS, _TRUTHS, score)
+
+
+def _source_key(tasks: Tasks, arch: dict, config: AttributeConfig) -> dict:
+    """What a dataset's source models depend on: their cache folder's key."""
+    return {
         "arch": arch,
-        "n": n,
+        "n": tasks.images.shape[0],
         "tasks": tasks.names,
-        "image_shape": list(x.shape[1:]),
+        "image_shape": list(tasks.images.shape[1:]),
         "seed": config.seed,
         "epochs": config.source_epochs,
         "batch_size": config.batch_size,
         "learning_rate": config.learning_rate,
     }
-    cache = ModelCache(cache_root, f"attributes-{name}", key)
-    transfer_key = {
-        "epochs": config.fine_tune_epochs, "learning_rate": config.fine_tune_learning_rate,
-        "batch_size": config.batch_size, "seed": config.seed,
-    }  # fmt: skip
-    print_fn(f"{name}: {t_count} tasks on {n} images {tuple(x.shape[1:])}; models cached in {cache.folder}")
 
-    shape = (t_count, t_count)
-    head_acc, head_ll, ft_acc, ft_ll = (np.zeros(shape) for _ in range(4))
-    own_acc, own_ll = np.zeros(t_count), np.zeros(t_count)
-    on_features = [e for e in ranking_estimators() if jt.get_estimator(e).info.source == "features"]
-    scores = {k: np.zeros(shape) for k in ("nce_labels", "nce_predicted", "leep", *on_features)}
-    num_classes = int(labels.max()) + 1
-    y_train = labels[:, train]
-    timings.update(source_training=0.0, head_retraining=0.0, fine_tuning=0.0, scoring=0.0)
-    bar = progress_bar(t_count, progress, f"{name} sources", unit="source")
-    for s in range(t_count):
+
+def _measure(config: AttributeConfig, tasks: Tasks):
+    """``measure(model, outputs)`` for :func:`run_protocol`: test accuracy and log-likelihood on every
+    task after head retraining and after fine-tuning the whole network, with the seconds each took."""
+    x, labels, train = tasks.images, tasks.targets, tasks.train
+
+    def measure(model, outputs):
+        f = np.asarray(outputs.features)
         t0 = time.perf_counter()
-        model = source_model(
-            cache, f"{s:02d}-{tasks.names[s]}", tasks.num_classes[s], arch, x[train], labels[s, train],
-            config=config, seed=config.seed + s,
+        head = transfer.head_retrain(f, labels, train_mask=train)
+        t1 = time.perf_counter()
+        _, ft = transfer.fine_tune_many(
+            model, x, labels, train_mask=train, epochs=config.fine_tune_epochs,
+            batch_size=config.batch_size, learning_rate=config.fine_tune_learning_rate, seed=config.seed,
+            target_batch=config.fine_tune_target_batch, progress=False,
         )  # fmt: skip
-        out = features.extract(model, x, batch_size=256, progress=False)
-        f, probs, pred = np.asarray(out.features), np.asarray(out.probabilities), np.asarray(out.labels)
-        test = ~train
-        own_acc[s] = np.mean(pred[test] == labels[s, test])
-        own_ll[s] = np.mean(np.log(np.maximum(probs[test, labels[s, test]], np.finfo(np.float32).tiny)))
-        timings["source_training"] += time.perf_counter() - t0
+        return {
+            "head_accuracy": head.accuracy, "head_log_likelihood": head.log_likelihood,
+            "fine_tune_accuracy": ft.accuracy, "fine_tune_log_likelihood": ft.log_likelihood,
+            "head_seconds": t1 - t0, "fine_tune_seconds": time.perf_counter() - t1,
+        }  # fmt: skip
 
-        def measure(model=model, f=f):
-            t0 = time.perf_counter()
-            head = transfer.head_retrain(f, labels, train_mask=train)
-            t1 = time.perf_counter()
-            _, ft = transfer.fine_tune_many(
-                model, x, labels, train_mask=train, epochs=config.fine_tune_epochs,
-                batch_size=config.batch_size, learning_rate=config.fine_tune_learning_rate, seed=config.seed,
-                target_batch=config.fine_tune_target_batch, progress=False,
-            )  # fmt: skip
-            return {
-                "head_accuracy": head.accuracy, "head_log_likelihood": head.log_likelihood,
-                "fine_tune_accuracy": ft.accuracy, "fine_tune_log_likelihood": ft.log_likelihood,
-                "head_seconds": t1 - t0, "fine_tune_seconds": time.perf_counter() - t1,
-            }  # fmt: skip
+    return measure
 
-        got = cache.get_or_compute(f"{s:02d}-{tasks.names[s]}-transfer", transfer_key, measure)
-        head_acc[s], head_ll[s] = got["head_accuracy"], got["head_log_likelihood"]
-        ft_acc[s], ft_ll[s] = got["fine_tune_accuracy"], got["fine_tune_log_likelihood"]
-        timings["head_retraining"] += float(got["head_seconds"])
-        timings["fine_tuning"] += float(got["fine_tune_seconds"])
 
-        t0 = time.perf_counter()
-        scores["nce_predicted"][s] = np.asarray(
-            jt.score_matrix(jt.nce, pred[train][None], y_train, num_source_classes=probs.shape[1])
-        )[0]
-        scores["leep"][s] = np.asarray(jt.score_matrix(jt.leep, probs[train][None], y_train))[0]
-        for est in on_features:
-            info = jt.get_estimator(est).info
+def _score(config: AttributeConfig, tasks: Tasks):
+    """``score(sources)`` for :func:`run_protocol`: every pair scored on the train half — NCE from the two
+    tasks' labels (the paper's setting); NCE and LEEP from the source's predictions and every feature-based
+    ranking estimator, one source at a time; the target-only baseline −H(Y_target) — and the hardness
+    H(Y) [T] of every task."""
+    train = tasks.train
+    y_train = tasks.targets[:, train]
+    num_classes = int(tasks.targets.max()) + 1
+    infos = {e: jt.get_estimator(e).info for e in ranking_estimators()}
+    on_features = {e: info for e, info in infos.items() if info.source == "features"}
+
+    def rows(src: Source) -> dict[str, np.ndarray]:  # the source's row [T] of each estimator
+        got = src.outputs
+        f, probs, pred = (np.asarray(a)[train] for a in (got.features, got.probabilities, got.labels))
+        out = {
+            "nce_predicted": jt.score_matrix(jt.nce, pred[None], y_train, num_source_classes=probs.shape[1]),
+            "leep": jt.score_matrix(jt.leep, probs[None], y_train),
+        }
+        for est, info in on_features.items():
             target = info.targets_from_labels(y_train, num_classes)
-            options = info.caller_options(seed=config.seed)
-            scores[est][s] = np.asarray(jt.score_matrix(est, f[train][None], target, **options))[0]
-        timings["scoring"] += time.perf_counter() - t0
-        bar.update(1)
-    bar.close()
+            out[est] = jt.score_matrix(est, f[None], target, **info.caller_options(seed=config.seed))
+        return {name: np.asarray(row)[0] for name, row in out.items()}
 
-    t0 = time.perf_counter()
-    scores["nce_labels"] = np.asarray(jt.score_matrix(jt.nce, y_train, y_train))
-    hard = np.asarray(jt.hardness(y_train))
-    scores["target_only"] = np.broadcast_to(-hard[None, :], shape).copy()
-    jax.block_until_ready(scores["nce_labels"])
-    timings["scoring"] += time.perf_counter() - t0
-    for k, v in scores.items():
-        if not np.all(np.isfinite(v)):
-            raise FloatingPointError(f"{name}: estimator {k} gave non-finite scores")
+    def score(sources: list[Source]):
+        per_source = [rows(src) for src in sources]
+        hard = np.asarray(jt.hardness(y_train))
+        scores = {"nce_labels": np.asarray(jt.score_matrix(jt.nce, y_train, y_train))}
+        scores |= {name: np.array([r[name] for r in per_source], np.float64) for name in per_source[0]}
+        scores["target_only"] = np.broadcast_to(-hard[None, :], (len(sources),) * 2).copy()
+        return scores, hard
 
+    return score
+
+
+def _own(sources: list[Source], tasks: Tasks) -> dict[str, np.ndarray]:
+    """[T] each source model's test accuracy and log-likelihood on its own task."""
+    test, labels = ~tasks.train, tasks.targets
+    tiny = np.finfo(np.float32).tiny
+    acc, ll = [], []
+    for s, src in enumerate(sources):
+        probs, pred = np.asarray(src.outputs.probabilities), np.asarray(src.outputs.labels)
+        acc.append(np.mean(pred[test] == labels[s, test]))
+        ll.append(np.mean(np.log(np.maximum(probs[test, labels[s, test]], tiny))))
+    return {"accuracy": np.array(acc, np.float64), "log_likelihood": np.array(ll, np.float64)}
+
+
+def _hardness(hard: np.ndarray, own: dict[str, np.ndarray], config: AttributeConfig) -> dict:
+    """H(Y) judged against each task's own test accuracy and log-likelihood, pooled."""
+    out = {}
+    for what in ("accuracy", "log_likelihood"):
+        stats = evaluate(
+            hard[:, None], own[what][:, None], num_bootstrap=config.num_bootstrap, seed=config.seed
+        )
+        out[what] = {k: list(stats[k]) for k in _HARDNESS_STATS}
+    return out
+
+
+def _run_dataset(name: str, config: AttributeConfig, cache_root, progress, print_fn) -> dict:
+    """One dataset through the protocol (:func:`run_protocol`, then H(Y) against each task's own
+    model): its record in ``results.json``."""
+    x, attributes, arch = _dataset(name, config)
+    tasks = _tasks(x, attributes, config)
+    cache = ModelCache(cache_root, f"attributes-{name}", _source_key(tasks, arch, config))
+    n, shape = x.shape[0], tuple(x.shape[1:])
+    print_fn(f"{name}: {len(tasks.names)} tasks on {n} images {shape}; models cached in {cache.folder}")
+    stages = _stages(name, config, tasks, arch)
+    run = run_protocol(cache, tasks, stages, config=config, progress=progress, desc=f"{name} sources")
     t0 = time.perf_counter()
-    truths = {"head_accuracy": head_acc, "fine_tune_accuracy": ft_acc, "head_log_likelihood": head_ll}
-    judged = judge(scores, truths, num_bootstrap=config.num_bootstrap, seed=config.seed)
-    hardness = {}
-    for what, own in (("accuracy", own_acc), ("log_likelihood", own_ll)):
-        stats = evaluate(hard[:, None], own[:, None], num_bootstrap=config.num_bootstrap, seed=config.seed)
-        hardness[what] = {k: list(stats[k]) for k in ("pearson_pooled", "spearman_pooled", "kendall_pooled")}
-    timings["evaluation"] = time.perf_counter() - t0
+    own = _own(run.sources, tasks)
+    hardness = _hardness(run.scored, own, config)  # timed with the evaluation stage
+    timings = run.timings | {"evaluation": run.timings["evaluation"] + time.perf_counter() - t0}
+    ft_ll = transfer_matrix(run.sources, "fine_tune_log_likelihood")
     return {
         "dataset": name,
         "n": n,
-        "image_shape": list(x.shape[1:]),
+        "image_shape": list(shape),
         "tasks": tasks.names,
-        "descriptions": tasks.descriptions,
-        "num_classes": tasks.num_classes,
+        "descriptions": attributes.descriptions,
+        "num_classes": tasks.num_outputs,
         "architecture": arch,
-        "actual": {k: v for k, v in truths.items()} | {"fine_tune_log_likelihood": ft_ll},
-        "own": {"accuracy": own_acc, "log_likelihood": own_ll, "hardness": hard},
-        "scores": scores,
-        "evaluation": judged,
+        "actual": run.actual | {"fine_tune_log_likelihood": ft_ll},
+        "own": own | {"hardness": run.scored},
+        "scores": run.scores,
+        "evaluation": run.evaluation,
         "hardness": hardness,
-        "target_variance_share": {k: target_variance_share(off_diagonal(v)) for k, v in truths.items()},
+        "target_variance_share": run.target_variance_share,
         "timings_s": timings,
         "cached_models": cache.hits,
         "cached_transfer_results": cache.result_hits,
@@ -283,46 +323,39 @@ def run_attributes(
     """
     config = config or (QUICK if quick else AttributeConfig())
     start = time.perf_counter()
-    folder = Path(out) / "attributes"
     per_dataset = [_run_dataset(name, config, cache, progress, print_fn) for name in config.datasets]
-    results = {
-        "protocol": "attributes",
-        "config": asdict(config),
-        "quick": quick,
-        "environment": environment(),
+    results = protocol_header("attributes", config, quick) | {
         "datasets": per_dataset,
         "wall_time_s": time.perf_counter() - start,
     }
+    _write(Path(out) / "attributes", results)
+    return results
+
+
+def _write(folder: Path, results: dict) -> None:
+    """Per dataset a scatter grid and the summary bars against head retraining; the report."""
     folder.mkdir(parents=True, exist_ok=True)
-    for d in per_dataset:
-        scatter_grid(
-            folder / f"{d['dataset']}_head_accuracy.png",
-            d["scores"],
-            d["actual"]["head_accuracy"],
-            d["tasks"],
-            "head-retrain accuracy",
-            f"{d['dataset']}: estimator score vs head-retraining test accuracy",
-        )
+    for d in results["datasets"]:
+        name = d["dataset"]
+        pair_scatter(
+            folder / f"{name}_head_accuracy.png", d["scores"], d["actual"]["head_accuracy"], d["tasks"],
+            ylabel="head-retrain accuracy", title=f"{name}: estimator score vs head-retraining test accuracy",
+        )  # fmt: skip
         summary_bars(
-            folder / f"{d['dataset']}_summary.png",
+            folder / f"{name}_summary.png",
             d["evaluation"]["head_accuracy"],
-            f"{d['dataset']}: estimators vs head-retraining accuracy (95% bootstrap CI)",
+            title=f"{name}: estimators vs head-retraining accuracy (95% bootstrap CI)",
         )
     write_report(folder, results, _markdown(results))
-    return results
 
 
 def _markdown(results: dict) -> str:
     cfg = results["config"]
-    env = results["environment"]
     lines = [
         "# Attribute transfer: do NCE and H(Y) predict transfer and hardness?",
         "",
-        "Generated by `jaxtransfer reproduce attributes"
-        + (" --quick" if results["quick"] else "")
-        + "`; do not edit by hand.",
-        f"Machine: {env['device']} ({env['platform']}, {env['cpus']} CPUs), jax {env['jax']}, {env['date']}. "
-        f"Wall time {results['wall_time_s']:.0f} s.",
+        generated_by("attributes", results["quick"]),
+        machine(results) + ".",
         "",
         "Protocol (Tran, Nguyen & Hassner, ICCV 2019, on offline data): a small CNN trained on each source "
         "task; actual transfer to every *other* target task by head retraining on its frozen features and "
@@ -336,54 +369,41 @@ def _markdown(results: dict) -> str:
         "pooled figure the target alone earns. " + INTERVAL_NOTE,
     ]
     for d in results["datasets"]:
-        name = d["dataset"]
-        lines += [
-            "",
-            f"## {name}: {len(d['tasks'])} tasks on {d['n']} images {tuple(d['image_shape'])}",
-            "",
-            "Tasks: "
-            + ", ".join(f"`{t}` ({c})" for t, c in zip(d["tasks"], d["num_classes"], strict=True))
-            + ".",
-            "Stage times (s): "
-            + ", ".join(f"{k.replace('_', ' ')} {v:.1f}" for k, v in d["timings_s"].items())
-            + f"; {d['cached_models']} source models and {d['cached_transfer_results']} sources' transfer "
-            "results came from the cache (cached transfer results carry the times measured when they were "
-            "computed; a cached model's training time is not counted).",
-            "",
-            "Share of the variance of actual transfer (off-diagonal pairs) explained by the target alone: "
-            + ", ".join(f"{k.replace('_', ' ')} {v:.0%}" for k, v in d["target_variance_share"].items())
-            + ".",
-        ]
-        for truth, label in (("head_accuracy", "head retraining"), ("fine_tune_accuracy", "fine-tuning")):
-            lines += [
-                "",
-                f"### Against {label} accuracy",
-                "",
-                markdown_table(d["evaluation"][truth], _NAMES),
-            ]
-        h = d["hardness"]
-        lines += [
-            "",
-            "### Hardness H(Y) against each task's own trained model (test)",
-            "",
-            "| | Pearson | Spearman | Kendall |",
-            "|---|---|---|---|",
-        ]
-        for what in ("accuracy", "log_likelihood"):
-            cells = " | ".join(
-                cell(h[what][k]) for k in ("pearson_pooled", "spearman_pooled", "kendall_pooled")
-            )
-            lines.append(f"| H(Y) vs {what.replace('_', '-')} | {cells} |")
-        lines += [
-            "",
-            f"![{name} scores]({name}_head_accuracy.png)",
-            "",
-            f"![{name} summary]({name}_summary.png)",
-        ]
+        lines += _dataset_section(d)
     lines += ["", "## Verdicts, computed from the tables above", ""]
     for d in results["datasets"]:
         lines += _verdicts(d)
     return "\n".join(lines) + "\n"
+
+
+def _dataset_section(d: dict) -> list[str]:
+    """A dataset's section of the report: its tasks and times, the tables, the hardness, the plots."""
+    name = d["dataset"]
+    lines = [
+        "",
+        f"## {name}: {len(d['tasks'])} tasks on {d['n']} images {tuple(d['image_shape'])}",
+        "",
+        "Tasks: "
+        + ", ".join(f"`{t}` ({c})" for t, c in zip(d["tasks"], d["num_classes"], strict=True))
+        + ".",
+        stage_times(d["timings_s"]) + "; " + cache_note(d),
+        "",
+        variance_share_line(d["target_variance_share"]),
+    ]
+    for truth, label in (("head_accuracy", "head retraining"), ("fine_tune_accuracy", "fine-tuning")):
+        lines += ["", f"### Against {label} accuracy", "", markdown_table(d["evaluation"][truth], _NAMES)]
+    lines += [
+        "",
+        "### Hardness H(Y) against each task's own trained model (test)",
+        "",
+        "| | Pearson | Spearman | Kendall |",
+        "|---|---|---|---|",
+    ]
+    for what in ("accuracy", "log_likelihood"):
+        cells = " | ".join(cell(d["hardness"][what][k]) for k in _HARDNESS_STATS)
+        lines.append(f"| H(Y) vs {what.replace('_', '-')} | {cells} |")
+    lines += ["", f"![{name} scores]({name}_head_accuracy.png)", "", f"![{name} summary]({name}_summary.png)"]
+    return lines
 
 
 def _verdicts(d: dict) -> list[str]:

@@ -8,10 +8,14 @@ judged as the [S − 1, S] matrix of its off-diagonal entries, column by column.
 (The bootstrap then resamples the S − 1 positions of each column with one
 draw for every target.)
 
-This module holds what the two share: the model cache, the evaluation of a set
-of estimators against several ground truths with a "target only" baseline and
-the share of variance the target alone explains, and the reports (JSON,
-Markdown with tables, PNG plots), all written by the command.
+This module holds what the two share: the model cache; the protocol loop
+(:func:`run_protocol`: train or load a source model per task, run it over
+every image, measure its transfer to every task or load that measurement,
+score every pair, judge every estimator against every ground truth), into
+which each protocol plugs its own :class:`Stages`; the share of variance the
+target alone explains; and the pieces of the reports that depend on the
+off-diagonal protocol or that both reports print. The report writers
+themselves are in :mod:`jaxtransfer.apps._report`.
 """
 
 from __future__ import annotations
@@ -21,44 +25,45 @@ import json
 import os
 import platform
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from dataclasses import asdict, dataclass
+from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import jax
 import numpy as np
 
-from ... import models
+from ... import features, models
 from ..._io import read_npz, write_npz
+from ..._progress import progress_bar
 from ...evaluation import evaluate
+from .._report import scatter_grid
 
 __all__ = [
     "INTERVAL_NOTE",
     "ModelCache",
-    "cell",
+    "Run",
+    "Source",
+    "Stages",
+    "Tasks",
+    "cache_note",
+    "check_finite",
     "environment",
+    "generated_by",
     "judge",
-    "markdown_table",
+    "machine",
     "off_diagonal",
-    "scatter_grid",
+    "pair_scatter",
+    "protocol_header",
+    "run_protocol",
     "source_model",
-    "summary_bars",
+    "stage_times",
     "target_variance_share",
-    "write_report",
+    "train_sources",
+    "transfer_matrix",
+    "variance_share_line",
 ]
-
-STAT_COLUMNS = (
-    ("pearson_pooled", "Pearson pooled"),
-    ("spearman_pooled", "Spearman pooled"),
-    ("kendall_pooled", "Kendall pooled"),
-    ("weighted_tau_pooled", "weighted τ pooled"),
-    ("pearson_within", "Pearson within"),
-    ("spearman_within", "Spearman within"),
-    ("kendall_within", "Kendall within"),
-    ("weighted_tau_within", "weighted τ within"),
-    ("top1_hit", "top-1 hit"),
-    ("regret", "regret"),
-)
 
 
 INTERVAL_NOTE = (
@@ -103,6 +108,13 @@ def judge(
             stats = evaluate(off_diagonal(mat), a, num_bootstrap=num_bootstrap, seed=seed)
             out[truth][name] = {k: [v.value, v.low, v.high] for k, v in stats.items()}
     return out
+
+
+def check_finite(scores: Mapping[str, np.ndarray], where: str) -> None:
+    """Raise ``FloatingPointError`` naming the first estimator whose scores are not all finite."""
+    for name, v in scores.items():
+        if not np.all(np.isfinite(v)):
+            raise FloatingPointError(f"{where}: estimator {name} gave non-finite scores")
 
 
 def _hash(config: dict) -> str:
@@ -170,6 +182,152 @@ def source_model(cache: ModelCache, name: str, num_outputs: int, arch: dict, x, 
     return cache.get_or_train(name, fit)
 
 
+@dataclass(frozen=True)
+class Tasks:
+    """Tasks on the same images: each is a source (a model is trained on it) and a target.
+
+    Attributes:
+      images: [n, H, W] or [n, H, W, C] float32.
+      targets: [T, n] integer class labels or [T, n, k] real values.
+      names: the T task names.
+      num_outputs: per task, the model's outputs (class count, or k).
+      train: [n] bool, the train half (sources train on it, estimators
+        score on it); the rest is the test half.
+    """
+
+    images: np.ndarray
+    targets: np.ndarray
+    names: list[str]
+    num_outputs: list[int]
+    train: np.ndarray
+
+
+@dataclass(frozen=True)
+class Source:
+    """A source model, its outputs on every image and its measured transfer to every task.
+
+    Attributes:
+      model: the trained model (an NNX module).
+      outputs: :func:`jaxtransfer.features.extract`'s result on all n images
+        (``features``, ``logits``, ``probabilities``, ``labels``).
+      transfer: what the protocol's ``measure`` returned, arrays by name
+        (per target [T], and the seconds each stage took).
+    """
+
+    model: Any
+    outputs: Any
+    transfer: dict[str, np.ndarray]
+
+
+@dataclass(frozen=True)
+class Stages:
+    """What one protocol plugs into :func:`run_protocol`.
+
+    Attributes:
+      name: names the protocol (or its dataset) in errors.
+      arch: the keyword arguments of each source's :class:`jaxtransfer.models.SmallCNN`.
+      measure: ``measure(model, outputs)`` -> arrays by name: actual transfer
+        to every task ([T] per kind) and the seconds each stage took.
+      transfer_key: what ``measure``'s results depend on beyond the source
+        model; keys their cached copies.
+      stage_seconds: ``measure``'s keys of seconds -> the stage each is added to.
+      truths: the keys of ``measure``'s results every estimator is judged against.
+      score: ``score(sources)`` -> (estimator -> [S, S] scores, whatever else
+        the protocol keeps from that stage).
+    """
+
+    name: str
+    arch: dict
+    measure: Callable[[Any, Any], dict]
+    transfer_key: dict
+    stage_seconds: Mapping[str, str]
+    truths: tuple[str, ...]
+    score: Callable[[list[Source]], tuple[dict[str, np.ndarray], Any]]
+
+
+def train_sources(
+    cache: ModelCache, tasks: Tasks, stages: Stages, *, config, progress: bool | None, desc: str
+) -> tuple[list[Source], dict[str, float]]:
+    """Each task's source model (trained with seed ``config.seed + s``, or loaded from ``cache``), its
+    outputs on every image, and its transfer ``stages.measure(model, outputs)`` (or its cached copy, keyed
+    by ``stages.transfer_key``).
+
+    Returns:
+      the sources in task order, and the seconds of each stage:
+      ``source_training`` (training or loading, and extraction), then for
+      each ``(key, stage)`` of ``stages.stage_seconds`` the sum over sources
+      of the seconds ``measure`` reported under ``key`` (a cached result
+      carries the time measured when it was computed).
+    """
+    timings = {"source_training": 0.0} | {stage: 0.0 for stage in stages.stage_seconds.values()}
+    x, train = tasks.images, tasks.train
+    sources = []
+    bar = progress_bar(len(tasks.names), progress, desc, unit="source")
+    for s, name in enumerate(tasks.names):
+        t0 = time.perf_counter()
+        model = source_model(
+            cache, f"{s:02d}-{name}", tasks.num_outputs[s], stages.arch, x[train], tasks.targets[s, train],
+            config=config, seed=config.seed + s,
+        )  # fmt: skip
+        outputs = features.extract(model, x, batch_size=256, progress=False)
+        timings["source_training"] += time.perf_counter() - t0
+        measure = partial(stages.measure, model, outputs)
+        got = cache.get_or_compute(f"{s:02d}-{name}-transfer", stages.transfer_key, measure)
+        for key, stage in stages.stage_seconds.items():
+            timings[stage] += float(got[key])
+        sources.append(Source(model, outputs, got))
+        bar.update(1)
+    bar.close()
+    return sources, timings
+
+
+def transfer_matrix(sources: list[Source], key: str) -> np.ndarray:
+    """[S, T] float64: row s is what source s's ``measure`` reported under ``key``."""
+    return np.array([src.transfer[key] for src in sources], dtype=np.float64)
+
+
+class Run(NamedTuple):
+    """What :func:`run_protocol` computed.
+
+    Attributes:
+      sources: the S sources, in task order.
+      actual: truth -> [S, S] float64 measured transfer, for each of ``stages.truths``.
+      scores: estimator -> [S, S] scores, all finite.
+      scored: whatever else ``stages.score`` returned.
+      evaluation: ``{truth: {estimator: {statistic: [value, low, high]}}}`` (:func:`judge`).
+      target_variance_share: truth -> :func:`target_variance_share` of its off-diagonal pairs.
+      timings: stage -> seconds: those of :func:`train_sources`, ``scoring`` and ``evaluation``.
+    """
+
+    sources: list[Source]
+    actual: dict[str, np.ndarray]
+    scores: dict[str, np.ndarray]
+    scored: Any
+    evaluation: dict[str, dict[str, dict[str, list[float]]]]
+    target_variance_share: dict[str, float]
+    timings: dict[str, float]
+
+
+def run_protocol(
+    cache: ModelCache, tasks: Tasks, stages: Stages, *, config, progress: bool | None, desc: str
+) -> Run:
+    """The loop both protocols share: train (or load) a source per task and measure its transfer to
+    every task (:func:`train_sources`), score every pair (``stages.score``; non-finite scores raise
+    ``FloatingPointError``), and judge every estimator against each of ``stages.truths`` off the
+    diagonal with ``config.num_bootstrap`` resamples and ``config.seed``."""
+    sources, timings = train_sources(cache, tasks, stages, config=config, progress=progress, desc=desc)
+    actual = {key: transfer_matrix(sources, key) for key in stages.truths}
+    t0 = time.perf_counter()
+    scores, scored = stages.score(sources)
+    timings["scoring"] = time.perf_counter() - t0
+    check_finite(scores, stages.name)
+    t0 = time.perf_counter()
+    evaluation = judge(scores, actual, num_bootstrap=config.num_bootstrap, seed=config.seed)
+    timings["evaluation"] = time.perf_counter() - t0
+    shares = {key: target_variance_share(off_diagonal(v)) for key, v in actual.items()}
+    return Run(sources, actual, scores, scored, evaluation, shares, timings)
+
+
 def environment() -> dict[str, str]:
     return {
         "jax": jax.__version__,
@@ -182,124 +340,61 @@ def environment() -> dict[str, str]:
     }
 
 
-def cell(v: list[float]) -> str:
-    value, low, high = v
-    if not np.isfinite(value):
-        return "—"
-    if low == high:
-        return f"{value:.2f}"
-    return f"{value:.2f} [{low:.2f}, {high:.2f}]"
+def protocol_header(protocol: str, config, quick: bool) -> dict:
+    """The first entries of every ``results.json``: the protocol, its configuration, the machine."""
+    return {"protocol": protocol, "config": asdict(config), "quick": quick, "environment": environment()}
 
 
-def markdown_table(evaluation: dict[str, dict[str, list[float]]], names: dict[str, str] | None = None) -> str:
-    """One row per estimator: the statistics of :data:`STAT_COLUMNS` with their intervals."""
-    names = names or {}
-    head = "| estimator | " + " | ".join(label for _, label in STAT_COLUMNS) + " |"
-    lines = [head, "|" + "---|" * (len(STAT_COLUMNS) + 1)]
-    for est, stats in evaluation.items():
-        cells = " | ".join(cell(stats[key]) for key, _ in STAT_COLUMNS)
-        lines.append(f"| {names.get(est, est)} | {cells} |")
-    return "\n".join(lines)
-
-
-def _atomic_write(path: Path, data: str | bytes) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    if isinstance(data, bytes):
-        tmp.write_bytes(data)
-    else:
-        tmp.write_text(data)
-    tmp.replace(path)
-
-
-def scatter_grid(
+def pair_scatter(
     path: Path,
     scores: dict[str, np.ndarray],
     actual: np.ndarray,
     target_names: list[str],
+    *,
     ylabel: str,
     title: str,
 ) -> Path:
-    """A panel per estimator: score against actual transfer per off-diagonal pair, a colour per target."""
-    import io
-
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    names = list(scores)
-    cols = min(4, len(names))
-    rows = -(-len(names) // cols)
-    fig, axes = plt.subplots(rows, cols, figsize=(3.3 * cols, 2.8 * rows), dpi=90, squeeze=False)
-    cmap = plt.get_cmap("tab20")
-    a = off_diagonal(actual)
-    for ax, name in zip(axes.flat, names, strict=False):
-        s = off_diagonal(scores[name])
-        for t in range(a.shape[1]):
-            ax.plot(s[:, t], a[:, t], "o", ms=3, color=cmap(t % 20), label=target_names[t])
-        ax.set_title(name, fontsize=8)
-        ax.tick_params(labelsize=6)
-        ax.set_ylabel(ylabel, fontsize=7)
-    for ax in list(axes.flat)[len(names) :]:
-        ax.axis("off")
-    handles, labels = axes.flat[0].get_legend_handles_labels()
-    fig.legend(handles, labels, fontsize=6, ncol=min(10, len(labels)), loc="lower center")
-    fig.suptitle(title, fontsize=9)
-    fig.tight_layout(rect=(0, 0.06, 1, 0.97))
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png")
-    plt.close(fig)
-    _atomic_write(path, buf.getvalue())
-    return path
+    """:func:`~jaxtransfer.apps._report.scatter_grid` of the off-diagonal pairs of [S, S] matrices."""
+    pairs = {name: off_diagonal(mat) for name, mat in scores.items()}
+    return scatter_grid(path, pairs, off_diagonal(actual), target_names, ylabel=ylabel, title=title)
 
 
-def summary_bars(path: Path, evaluation: dict[str, dict[str, list[float]]], title: str) -> Path:
-    """Pooled Pearson and within-target Spearman of each estimator, with their intervals."""
-    import io
-
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    ests = list(evaluation)
-    fig, ax = plt.subplots(figsize=(max(6, 0.6 * len(ests) + 2), 4), dpi=90)
-    x = np.arange(len(ests))
-    for offset, (stat, label) in enumerate(
-        (("pearson_pooled", "Pearson, pooled"), ("spearman_within", "Spearman, within target"))
-    ):
-        vals = np.array([evaluation[e][stat] for e in ests], float)
-        shown = np.nan_to_num(vals)
-        err = np.abs(shown[:, 1:].T - shown[:, 0])
-        ax.bar(x + (offset - 0.5) * 0.38, shown[:, 0], 0.38, yerr=err, capsize=2, label=label)
-    ax.axhline(0, color="k", lw=0.5)
-    ax.set_xticks(x, ests, rotation=35, ha="right", fontsize=7)
-    ax.set(ylabel="correlation with actual transfer", title=title)
-    ax.title.set_fontsize(9)
-    ax.legend(fontsize=7)
-    fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png")
-    plt.close(fig)
-    _atomic_write(path, buf.getvalue())
-    return path
+def generated_by(protocol: str, quick: bool) -> str:
+    """The report's line that names the command which wrote it."""
+    return (
+        f"Generated by `jaxtransfer reproduce {protocol}"
+        + (" --quick" if quick else "")
+        + "`; do not edit by hand."
+    )
 
 
-def write_report(out: Path, results: dict, markdown: str) -> list[Path]:
-    """``results.json`` and ``report.md`` in ``out`` (each written whole, then renamed)."""
-    out.mkdir(parents=True, exist_ok=True)
-    _atomic_write(out / "results.json", json.dumps(_jsonable(results), indent=1, allow_nan=True))
-    _atomic_write(out / "report.md", markdown)
-    return [out / "results.json", out / "report.md"]
+def machine(results: dict) -> str:
+    """``Machine: … Wall time … s`` from ``results``' environment and wall time (no closing stop)."""
+    env = results["environment"]
+    return (
+        f"Machine: {env['device']} ({env['platform']}, {env['cpus']} CPUs), jax {env['jax']}, {env['date']}. "
+        f"Wall time {results['wall_time_s']:.0f} s"
+    )
 
 
-def _jsonable(x):
-    if isinstance(x, dict):
-        return {str(k): _jsonable(v) for k, v in x.items()}
-    if isinstance(x, list | tuple):
-        return [_jsonable(v) for v in x]
-    if isinstance(x, np.ndarray):
-        return _jsonable(x.tolist())
-    if isinstance(x, np.floating | np.integer | np.bool_):
-        return x.item()
-    return x
+def cache_note(record: dict) -> str:
+    """How many source models and transfer results of ``record`` came from the cache."""
+    return (
+        f"{record['cached_models']} source models and {record['cached_transfer_results']} sources' transfer "
+        "results came from the cache (cached transfer results carry the times measured when they were "
+        "computed; a cached model's training time is not counted)."
+    )
+
+
+def stage_times(timings: Mapping[str, float]) -> str:
+    """``Stage times (s): …``, one entry per stage (no closing stop)."""
+    return "Stage times (s): " + ", ".join(f"{k.replace('_', ' ')} {v:.1f}" for k, v in timings.items())
+
+
+def variance_share_line(shares: Mapping[str, float]) -> str:
+    """The report's sentence on the share of the variance of actual transfer the target alone explains."""
+    return (
+        "Share of the variance of actual transfer (off-diagonal pairs) explained by the target alone: "
+        + ", ".join(f"{k.replace('_', ' ')} {v:.0%}" for k, v in shares.items())
+        + "."
+    )

@@ -30,7 +30,7 @@ frame). With a fixed half/half split:
 from __future__ import annotations
 
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
 import jax
@@ -38,22 +38,23 @@ import numpy as np
 from flax import nnx
 
 from ... import estimators as jt
-from ... import features, transfer
-from ..._progress import progress_bar
+from ... import transfer
 from ...datasets import KEYPOINT_NAMES, render
+from .._report import cell, markdown_table, summary_bars, write_report
 from ._common import (
     INTERVAL_NOTE,
     ModelCache,
-    cell,
-    environment,
-    judge,
-    markdown_table,
-    off_diagonal,
-    scatter_grid,
-    source_model,
-    summary_bars,
-    target_variance_share,
-    write_report,
+    Source,
+    Stages,
+    Tasks,
+    cache_note,
+    generated_by,
+    machine,
+    pair_scatter,
+    protocol_header,
+    run_protocol,
+    stage_times,
+    variance_share_line,
 )
 
 __all__ = ["KeypointConfig", "run_keypoints"]
@@ -102,20 +103,52 @@ _NAMES = {
     "target_only": "target only: −tr Cov(y)",
 }
 
+# The protocol's variants: name -> (registered estimator, source input, options). The paper's
+# estimators take their own source input (``info.source``: features for Linear MSE, predicted points
+# for Label MSE) at λ = 0 and 1; LogME and TransRate are scored on both inputs.
+_VARIANTS = {
+    "linear_mse_l0": ("linear_mse", None, {"l2": 0.0}),
+    "linear_mse_l1": ("linear_mse", None, {"l2": 1.0}),
+    "label_mse_l0": ("label_mse", None, {"l2": 0.0}),
+    "label_mse_l1": ("label_mse", None, {"l2": 1.0}),
+    "logme_features": ("logme", "features", {}),
+    "logme_labels": ("logme", "predictions", {}),
+    "transrate_features": ("transrate", "features", {}),
+    "transrate_labels": ("transrate", "predictions", {}),
+}
+
+# Per source: the seconds ``_measure`` reports, and the stage each is added to.
+_STAGE_SECONDS = {
+    "head_seconds": "head_retraining",
+    "fine_tune_half_seconds": "fine_tuning_half",
+    "fine_tune_full_seconds": "fine_tuning_full",
+}
+
+_TRUTHS = {
+    "head": "head retraining",
+    "fine_tune_half": "half fine-tuning",
+    "fine_tune_full": "full fine-tuning",
+}
+
 
 def _estimators(config: KeypointConfig):
-    """name -> (estimator, which source input, options)."""
-    bins = config.transrate_bins
-    return {
-        "linear_mse_l0": (jt.linear_mse, "features", {"l2": 0.0}),
-        "linear_mse_l1": (jt.linear_mse, "features", {"l2": 1.0}),
-        "label_mse_l0": (jt.label_mse, "predictions", {"l2": 0.0}),
-        "label_mse_l1": (jt.label_mse, "predictions", {"l2": 1.0}),
-        "logme_features": (jt.logme, "features", {"task": "regression"}),
-        "logme_labels": (jt.logme, "predictions", {"task": "regression"}),
-        "transrate_features": (jt.transrate, "features", {"task": "regression", "bins": bins}),
-        "transrate_labels": (jt.transrate, "predictions", {"task": "regression", "bins": bins}),
-    }
+    """name -> (estimator, which source input, options), from :data:`_VARIANTS` and the registry.
+
+    A classification estimator that also takes real targets (``task`` among its
+    options) is asked for regression; one that bins real targets (``bins``)
+    gets :attr:`KeypointConfig.transrate_bins`; a PRNG key where one is taken.
+    """
+    out = {}
+    for name, (est, kind, variant) in _VARIANTS.items():
+        fn = jt.get_estimator(est)
+        info = fn.info
+        options = info.caller_options(seed=config.seed)
+        if info.task != "regression" and "task" in info.options:
+            options["task"] = "regression"
+        if "bins" in info.options:
+            options["bins"] = config.transrate_bins
+        out[name] = (fn, kind or info.source, options | variant)
+    return out
 
 
 def _half_filter(model):
@@ -136,6 +169,99 @@ def _median_time(fn, repeats: int) -> float:
         jax.block_until_ready(fn())
         times.append(time.perf_counter() - t0)
     return float(np.median(times))
+
+
+def _keypoint_tasks(config: KeypointConfig) -> Tasks:
+    """Rendered sprites and their first ``config.keypoints`` keypoints, each a 2-D regression task
+    ([K, n, 2] coordinates in units of the image side), with the train half."""
+    if not 2 <= config.keypoints <= len(KEYPOINT_NAMES):
+        raise ValueError(f"keypoints must be in [2, {len(KEYPOINT_NAMES)}], got {config.keypoints}")
+    data = render(config.samples, size=config.size, seed=config.seed)
+    k = config.keypoints
+    y = np.moveaxis(data.keypoints[:, :k] / config.size, 1, 0).astype(np.float32)  # [K, n, 2]
+    train = transfer.split_mask(data.images.shape[0], seed=config.seed)
+    return Tasks(data.images, y, list(KEYPOINT_NAMES[:k]), [2] * k, train)
+
+
+def _stages(config: KeypointConfig, tasks: Tasks) -> Stages:
+    """The keypoint protocol's parts of :func:`run_protocol`."""
+    arch = dict(in_channels=3, channels=tuple(config.channels), hidden=64, coords=True, stem_stride=2)
+    transfer_key = {
+        "keypoints": len(tasks.names), "epochs": config.fine_tune_epochs,
+        "learning_rate": config.fine_tune_learning_rate, "batch_size": config.batch_size,
+    }  # fmt: skip
+    measure, score = _measure(config, tasks), _score(config, tasks)
+    return Stages("keypoints", arch, measure, transfer_key, _STAGE_SECONDS, tuple(_TRUTHS), score)
+
+
+def _source_key(config: KeypointConfig, arch: dict) -> dict:
+    """What the source models depend on: their cache folder's key."""
+    return {
+        "samples": config.samples, "size": config.size, "arch": arch, "seed": config.seed,
+        "epochs": config.source_epochs, "batch_size": config.batch_size, "lr": config.learning_rate,
+    }  # fmt: skip
+
+
+def _measure(config: KeypointConfig, tasks: Tasks):
+    """``measure(model, outputs)`` for :func:`run_protocol`: −test MSE on every keypoint after head
+    retraining and after half and full fine-tuning, with the seconds each took."""
+    x, y, train = tasks.images, tasks.targets, tasks.train
+
+    def measure(model, outputs):
+        f = np.asarray(outputs.features)
+        t0 = time.perf_counter()
+        out = {"head": -transfer.head_retrain(f, y, train_mask=train, task="regression").mse}
+        out["head_seconds"] = time.perf_counter() - t0
+        for mode, trainable in (("half", _half_filter(model)), ("full", "all")):
+            t0 = time.perf_counter()
+            _, res = transfer.fine_tune_many(
+                model, x, y, train_mask=train, trainable=trainable, epochs=config.fine_tune_epochs,
+                batch_size=config.batch_size, learning_rate=config.fine_tune_learning_rate,
+                seed=config.seed, target_batch=config.fine_tune_target_batch, progress=False,
+            )  # fmt: skip
+            out[f"fine_tune_{mode}"] = -res.mse
+            out[f"fine_tune_{mode}_seconds"] = time.perf_counter() - t0
+        return out
+
+    return measure
+
+
+def _score(config: KeypointConfig, tasks: Tasks):
+    """``score(sources)`` for :func:`run_protocol`: every variant's [K, K] scores on the train half and
+    the target-only baseline −tr Cov(y_target), with each variant's time per pair."""
+    train, k = tasks.train, len(tasks.names)
+    y_train = tasks.targets[:, train]
+
+    def score(sources: list[Source]):
+        inputs = {
+            "features": np.stack([np.asarray(src.outputs.features) for src in sources])[:, train],
+            "predictions": np.stack([np.asarray(src.outputs.logits) for src in sources])[:, train],
+        }
+        scores, per_pair = {}, {}
+        for name, (fn, kind, options) in _estimators(config).items():
+            scores[name] = np.asarray(jt.score_matrix(fn, inputs[kind], y_train, **options))
+            per_pair[name] = _time_per_pair(fn, inputs[kind], y_train, options, config.timing_repeats)
+        total_var = np.trace(np.stack([np.cov(v.T) for v in y_train]), axis1=1, axis2=2)
+        scores["target_only"] = np.broadcast_to(-total_var[None, :], (k, k)).copy()
+        return scores, per_pair
+
+    return score
+
+
+def _time_per_pair(fn, src: np.ndarray, y: np.ndarray, options: dict, repeats: int) -> dict[str, float]:
+    """Milliseconds per pair of ``fn`` on sources ``src`` [S, ...] and targets ``y`` [T, ...]: all
+    pairs in one :func:`score_matrix` call, and one pair per call (medians after a warm-up)."""
+    pairs = src.shape[0] * y.shape[0]
+    batched = _median_time(lambda: jt.score_matrix(fn, src, y, **options), repeats)
+    single = _median_time(lambda: [fn(s_i, y_j, **options) for s_i in src for y_j in y], repeats)
+    return {"batched_ms": 1e3 * batched / pairs, "one_pair_ms": 1e3 * single / pairs}
+
+
+def _own_mse(sources: list[Source], tasks: Tasks) -> np.ndarray:
+    """[K]: each source model's test MSE on its own keypoint."""
+    test = ~tasks.train
+    errors = [np.asarray(src.outputs.logits)[test] - tasks.targets[s, test] for s, src in enumerate(sources)]
+    return np.array([np.mean(e**2) for e in errors], dtype=np.float64)
 
 
 def run_keypoints(
@@ -160,164 +286,60 @@ def run_keypoints(
     Returns:
       the results as written to ``results.json``.
     """
-
     config = config or (QUICK if quick else KeypointConfig())
-    if not 2 <= config.keypoints <= len(KEYPOINT_NAMES):
-        raise ValueError(f"keypoints must be in [2, {len(KEYPOINT_NAMES)}], got {config.keypoints}")
     start = time.perf_counter()
-    timings = dict(
-        data=0.0,
-        source_training=0.0,
-        head_retraining=0.0,
-        fine_tuning_half=0.0,
-        fine_tuning_full=0.0,
-        scoring=0.0,
-    )
-    t0 = time.perf_counter()
-    data = render(config.samples, size=config.size, seed=config.seed)
-    x = data.images
-    k = config.keypoints
-    names = list(KEYPOINT_NAMES[:k])
-    y = np.moveaxis(data.keypoints[:, :k] / config.size, 1, 0).astype(np.float32)  # [K, n, 2]
-    n = x.shape[0]
-    train = transfer.split_mask(n, seed=config.seed)
-    arch = dict(in_channels=3, channels=tuple(config.channels), hidden=64, coords=True, stem_stride=2)
-    source_key = {
-        "samples": config.samples, "size": config.size, "arch": arch, "seed": config.seed,
-        "epochs": config.source_epochs, "batch_size": config.batch_size, "lr": config.learning_rate,
-    }  # fmt: skip
-    cache_obj = ModelCache(cache, "keypoints", source_key)
-    transfer_key = {
-        "keypoints": k, "epochs": config.fine_tune_epochs, "learning_rate": config.fine_tune_learning_rate,
-        "batch_size": config.batch_size,
-    }  # fmt: skip
-    timings["data"] = time.perf_counter() - t0
-    print_fn(f"keypoints: {k} tasks on {n} sprites {x.shape[1:]}; models cached in {cache_obj.folder}")
-
-    shape = (k, k)
-    truths = {key: np.zeros(shape) for key in ("head", "fine_tune_half", "fine_tune_full")}
-    own_mse = np.zeros(k)
-    feats, preds = [], []
-    bar = progress_bar(k, progress, "keypoint sources", unit="source")
-    for s in range(k):
-        t0 = time.perf_counter()
-        model = source_model(
-            cache_obj,
-            f"{s:02d}-{names[s]}",
-            2,
-            arch,
-            x[train],
-            y[s, train],
-            config=config,
-            seed=config.seed + s,
-        )
-        out_s = features.extract(model, x, batch_size=256, progress=False)
-        f, p = np.asarray(out_s.features), np.asarray(out_s.logits)
-        feats.append(f)
-        preds.append(p)
-        own_mse[s] = np.mean((p[~train] - y[s, ~train]) ** 2)
-        timings["source_training"] += time.perf_counter() - t0
-
-        def measure(model=model, f=f):
-            t0 = time.perf_counter()
-            out = {"head": -transfer.head_retrain(f, y, train_mask=train, task="regression").mse}
-            out["head_seconds"] = time.perf_counter() - t0
-            for mode, trainable in (("half", _half_filter(model)), ("full", "all")):
-                t0 = time.perf_counter()
-                _, res = transfer.fine_tune_many(
-                    model, x, y, train_mask=train, trainable=trainable, epochs=config.fine_tune_epochs,
-                    batch_size=config.batch_size, learning_rate=config.fine_tune_learning_rate,
-                    seed=config.seed, target_batch=config.fine_tune_target_batch, progress=False,
-                )  # fmt: skip
-                out[f"fine_tune_{mode}"] = -res.mse
-                out[f"fine_tune_{mode}_seconds"] = time.perf_counter() - t0
-            return out
-
-        got = cache_obj.get_or_compute(f"{s:02d}-{names[s]}-transfer", transfer_key, measure)
-        for key in truths:
-            truths[key][s] = got[key]
-        timings["head_retraining"] += float(got["head_seconds"])
-        timings["fine_tuning_half"] += float(got["fine_tune_half_seconds"])
-        timings["fine_tuning_full"] += float(got["fine_tune_full_seconds"])
-        bar.update(1)
-    bar.close()
-
-    t0 = time.perf_counter()
-    inputs = {"features": np.stack(feats)[:, train], "predictions": np.stack(preds)[:, train]}
-    y_train = y[:, train]
-    scores, per_pair = {}, {}
-    for name, (fn, kind, options) in _estimators(config).items():
-        src = inputs[kind]
-        scores[name] = np.asarray(jt.score_matrix(fn, src, y_train, **options))
-        batched = _median_time(
-            lambda fn=fn, src=src, o=options: jt.score_matrix(fn, src, y_train, **o), config.timing_repeats
-        )
-
-        def one_at_a_time(fn=fn, src=src, o=options):
-            return [fn(src[i], y_train[j], **o) for i in range(k) for j in range(k)]
-
-        single = _median_time(one_at_a_time, config.timing_repeats)
-        per_pair[name] = {"batched_ms": 1e3 * batched / (k * k), "one_pair_ms": 1e3 * single / (k * k)}
-    total_var = np.trace(np.stack([np.cov(v.T) for v in y_train]), axis1=1, axis2=2)
-    scores["target_only"] = np.broadcast_to(-total_var[None, :], shape).copy()
-    timings["scoring"] = time.perf_counter() - t0
-    for key, v in scores.items():
-        if not np.all(np.isfinite(v)):
-            raise FloatingPointError(f"keypoints: estimator {key} gave non-finite scores")
-
-    t0 = time.perf_counter()
-    judged = judge(scores, truths, num_bootstrap=config.num_bootstrap, seed=config.seed)
-    timings["evaluation"] = time.perf_counter() - t0
-    results = {
-        "protocol": "keypoints",
-        "config": asdict(config),
-        "quick": quick,
-        "environment": environment(),
+    tasks = _keypoint_tasks(config)
+    stages = _stages(config, tasks)
+    model_cache = ModelCache(cache, "keypoints", _source_key(config, stages.arch))
+    timings = {"data": time.perf_counter() - start}
+    x, n, k = tasks.images, tasks.images.shape[0], len(tasks.names)
+    print_fn(f"keypoints: {k} tasks on {n} sprites {x.shape[1:]}; models cached in {model_cache.folder}")
+    run = run_protocol(model_cache, tasks, stages, config=config, progress=progress, desc="keypoint sources")
+    results = protocol_header("keypoints", config, quick) | {
         "n": n,
         "image_shape": list(x.shape[1:]),
-        "keypoints": names,
-        "architecture": arch,
+        "keypoints": tasks.names,
+        "architecture": stages.arch,
         "units": "MSE of (x, y) in units of the image side, squared",
-        "own_test_mse": own_mse,
-        "actual": truths,
-        "scores": scores,
-        "evaluation": judged,
-        "target_variance_share": {key: target_variance_share(off_diagonal(v)) for key, v in truths.items()},
-        "time_per_pair": per_pair,
-        "timings_s": timings,
-        "cached_models": cache_obj.hits,
-        "cached_transfer_results": cache_obj.result_hits,
+        "own_test_mse": _own_mse(run.sources, tasks),
+        "actual": run.actual,
+        "scores": run.scores,
+        "evaluation": run.evaluation,
+        "target_variance_share": run.target_variance_share,
+        "time_per_pair": run.scored,
+        "timings_s": timings | run.timings,
+        "cached_models": model_cache.hits,
+        "cached_transfer_results": model_cache.result_hits,
         "wall_time_s": time.perf_counter() - start,
     }
-    folder = Path(out) / "keypoints"
-    folder.mkdir(parents=True, exist_ok=True)
-    for truth in truths:
-        scatter_grid(
-            folder / f"{truth}.png",
-            scores,
-            truths[truth],
-            names,
-            "−test MSE",
-            f"keypoints: estimator score vs −test MSE after {truth.replace('_', ' ')}",
-        )
-    summary_bars(folder / "summary.png", judged["head"], "keypoints: estimators vs head retraining (95% CI)")
-    write_report(folder, results, _markdown(results))
+    _write(Path(out) / "keypoints", results)
     return results
 
 
+def _write(folder: Path, results: dict) -> None:
+    """A scatter grid per kind of transfer, the summary bars against head retraining, the report."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for truth in _TRUTHS:
+        title = f"keypoints: estimator score vs −test MSE after {truth.replace('_', ' ')}"
+        pair_scatter(
+            folder / f"{truth}.png", results["scores"], results["actual"][truth], results["keypoints"],
+            ylabel="−test MSE", title=title,
+        )  # fmt: skip
+    summary_bars(
+        folder / "summary.png",
+        results["evaluation"]["head"],
+        title="keypoints: estimators vs head retraining (95% CI)",
+    )
+    write_report(folder, results, _markdown(results))
+
+
 def _markdown(r: dict) -> str:
-    cfg, env = r["config"], r["environment"]
+    cfg = r["config"]
     lines = [
         "# Keypoint regression: do Linear MSE and Label MSE predict transfer?",
         "",
-        "Generated by `jaxtransfer reproduce keypoints"
-        + (" --quick" if r["quick"] else "")
-        + "`; do not edit by hand.",
-        f"Machine: {env['device']} ({env['platform']}, {env['cpus']} CPUs), jax {env['jax']}, {env['date']}. "
-        f"Wall time {r['wall_time_s']:.0f} s; {r['cached_models']} source models and "
-        f"{r['cached_transfer_results']} sources' transfer results came from the cache (cached transfer "
-        "results carry the times measured when they were computed; a cached model's training time is not "
-        "counted).",
+        generated_by("keypoints", r["quick"]),
+        machine(r) + "; " + cache_note(r),
         "",
         f"Protocol (Nguyen et al., UAI 2023, on offline data): {r['n']} rendered sprites "
         f"{tuple(r['image_shape'])}, {len(r['keypoints'])} keypoint tasks ("
@@ -336,24 +358,25 @@ def _markdown(r: dict) -> str:
         "Own test MSE of each source model on its keypoint: "
         + ", ".join(f"{k} {v:.4f}" for k, v in zip(r["keypoints"], r["own_test_mse"], strict=True))
         + ".",
-        "Stage times (s): "
-        + ", ".join(f"{k.replace('_', ' ')} {v:.1f}" for k, v in r["timings_s"].items())
-        + ".",
+        stage_times(r["timings_s"]) + ".",
         "",
-        "Share of the variance of actual transfer (off-diagonal pairs) explained by the target alone: "
-        + ", ".join(f"{k.replace('_', ' ')} {v:.0%}" for k, v in r["target_variance_share"].items())
-        + ".",
+        variance_share_line(r["target_variance_share"]),
     ]
-    for truth, label in (
-        ("head", "head retraining"),
-        ("fine_tune_half", "half fine-tuning"),
-        ("fine_tune_full", "full fine-tuning"),
-    ):
+    for truth, label in _TRUTHS.items():
         lines += ["", f"## Against {label}", "", markdown_table(r["evaluation"][truth], _NAMES)]
-    lines += [
+    lines += _time_table(r)
+    lines += ["", "![scores vs head retraining](head.png)", "", "![summary](summary.png)", ""]
+    lines += ["## Verdicts, computed from the tables above", ""]
+    lines += [_verdict(truth, r["evaluation"][truth]) for truth in _TRUTHS]
+    return "\n".join(lines) + "\n"
+
+
+def _time_table(r: dict) -> list[str]:
+    """The Markdown section of each estimator's time per pair, batched and one pair per call."""
+    k, cfg = len(r["keypoints"]), r["config"]
+    lines = [
         "",
-        f"## Time per pair ({len(r['keypoints'])}×{len(r['keypoints'])} pairs, median of "
-        f"{cfg['timing_repeats']} after a warm-up)",
+        f"## Time per pair ({k}×{k} pairs, median of {cfg['timing_repeats']} after a warm-up)",
         "",
         "| estimator | all pairs in one call (ms/pair) | one pair per call (ms/pair) | speed-up |",
         "|---|---|---|---|",
@@ -363,24 +386,24 @@ def _markdown(r: dict) -> str:
             f"| {_NAMES[name]} | {t['batched_ms']:.3f} | {t['one_pair_ms']:.3f} | "
             f"{t['one_pair_ms'] / t['batched_ms']:.1f}× |"
         )
-    lines += ["", "![scores vs head retraining](head.png)", "", "![summary](summary.png)", ""]
-    lines += ["## Verdicts, computed from the tables above", ""]
-    for truth in ("head", "fine_tune_half", "fine_tune_full"):
-        ev = r["evaluation"][truth]
-        best_seed = max(
-            ("linear_mse_l0", "linear_mse_l1", "label_mse_l0", "label_mse_l1"),
-            key=lambda e: ev[e]["pearson_pooled"][0],
-        )
-        best_other = max(
-            ("logme_features", "logme_labels", "transrate_features", "transrate_labels"),
-            key=lambda e: ev[e]["pearson_pooled"][0],
-        )
-        a, b = ev[best_seed], ev[best_other]
-        lines.append(
-            f"- {truth.replace('_', ' ')}: best of Linear/Label MSE by pooled Pearson is {_NAMES[best_seed]} "
-            f"{cell(a['pearson_pooled'])} (within Spearman {cell(a['spearman_within'])}); best of "
-            f"LogME/TransRate is {_NAMES[best_other]} {cell(b['pearson_pooled'])} (within Spearman "
-            f"{cell(b['spearman_within'])}); target-only pooled Pearson "
-            f"{ev['target_only']['pearson_pooled'][0]:.2f}."
-        )
-    return "\n".join(lines) + "\n"
+    return lines
+
+
+def _verdict(truth: str, ev: dict) -> str:
+    """The best of Linear/Label MSE and the best of LogME/TransRate by pooled Pearson, and the baseline."""
+    best_seed = max(
+        ("linear_mse_l0", "linear_mse_l1", "label_mse_l0", "label_mse_l1"),
+        key=lambda e: ev[e]["pearson_pooled"][0],
+    )
+    best_other = max(
+        ("logme_features", "logme_labels", "transrate_features", "transrate_labels"),
+        key=lambda e: ev[e]["pearson_pooled"][0],
+    )
+    a, b = ev[best_seed], ev[best_other]
+    return (
+        f"- {truth.replace('_', ' ')}: best of Linear/Label MSE by pooled Pearson is {_NAMES[best_seed]} "
+        f"{cell(a['pearson_pooled'])} (within Spearman {cell(a['spearman_within'])}); best of "
+        f"LogME/TransRate is {_NAMES[best_other]} {cell(b['pearson_pooled'])} (within Spearman "
+        f"{cell(b['spearman_within'])}); target-only pooled Pearson "
+        f"{ev['target_only']['pearson_pooled'][0]:.2f}."
+    )
