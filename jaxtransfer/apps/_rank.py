@@ -142,10 +142,12 @@ def _check_dataset(images, labels, names, what):
     return images, labels.astype(np.int32), names
 
 
-def load_dataset(path: str | Path) -> tuple[np.ndarray, np.ndarray, list[str]]:
+def load_dataset(path: str | Path, *, what: str = "path") -> tuple[np.ndarray, np.ndarray, list[str]]:
     """Read a target dataset from ``.npz`` (no pickle): ``images`` [N, H, W(, C)], ``labels`` [N] or [N, T].
 
-    An optional ``names`` array of strings names the label columns.
+    An optional ``names`` array of strings names the label columns. Errors
+    start with ``what``, the name the caller gave the path (``--data`` on the
+    command line).
 
     Raises:
       ValueError: unreadable file, missing arrays, wrong shapes or dtypes,
@@ -153,21 +155,21 @@ def load_dataset(path: str | Path) -> tuple[np.ndarray, np.ndarray, list[str]]:
     """
     path = Path(path)
     if not path.is_file():
-        raise ValueError(f"--data: no such file: {path}")
+        raise ValueError(f"{what}: no such file: {path}")
     try:
         arrays = read_npz(path, what=".npz file")
     except ValueError as err:
-        raise ValueError(f"--data: {err}") from None
+        raise ValueError(f"{what}: {err}") from None
     missing = [k for k in ("images", "labels") if k not in arrays]
     if missing:
-        raise ValueError(f"--data: {path} needs arrays 'images' and 'labels'; it has {sorted(arrays)}")
+        raise ValueError(f"{what}: {path} needs arrays 'images' and 'labels'; it has {sorted(arrays)}")
     names = arrays.get("names")
     if names is not None and (names.ndim != 1 or names.dtype.kind not in "US"):
         raise ValueError(
-            f"--data: {path}: 'names' must be a 1-D array of strings, got shape {names.shape} {names.dtype}"
+            f"{what}: {path}: 'names' must be a 1-D array of strings, got shape {names.shape} {names.dtype}"
         )
     names = None if names is None else [str(s) for s in names]
-    return _check_dataset(arrays["images"], arrays["labels"], names, f"--data {path}")
+    return _check_dataset(arrays["images"], arrays["labels"], names, f"{what} {path}")
 
 
 def default_dataset(max_samples: int | None = None) -> tuple[np.ndarray, np.ndarray, list[str]]:

@@ -21,31 +21,33 @@ from ..apps import (
 from ._common import CLIError, check_output, non_negative_int, positive_int
 
 
-def _rank(args) -> int:
-    out = check_output(args.out, "--out", folder=True) if args.out else None
-    quiet = args.format == "json"
-    say = (lambda *a, **k: None) if quiet else print
-    started = time.perf_counter()
+def _inputs(args, say):
+    """The target images, labels and task names, the image size, and the sources asked for."""
+    if args.max_samples is not None and args.max_samples < 10:
+        raise ValueError(f"--max-samples must be at least 10, got {args.max_samples}")
+    if args.data:
+        images, labels, names = load_dataset(args.data, what="--data")
+        if args.max_samples:
+            images, labels = images[: args.max_samples], labels[:, : args.max_samples]
+        image_size = args.image_size
+        what = args.data
+    else:
+        images, labels, names = default_dataset(args.max_samples or 1000)
+        image_size = args.image_size or 64  # 8×8 digits: 64 px keeps the CPU run to minutes
+        what = "scikit-learn digits (first 1000 unless --max-samples), 20 attribute tasks"
+    specs = [SourceSpec.parse(m) for m in args.sources or list(models.zoo.available())]
+    specs += [
+        SourceSpec(s.model, layer) for s in list(specs) if s.layer is None for layer in args.layers or ()
+    ]
+    say(f"target data: {what}: {images.shape[0]} images {images.shape[1:]}, {labels.shape[0]} tasks")
+    say(f"sources: {', '.join(s.name for s in specs)}")
+    return images, labels, names, image_size, specs
+
+
+def _run(args, say, quiet: bool):
+    """``rank`` on the command's inputs; estimators that could not be computed warned on stderr."""
     try:
-        if args.max_samples is not None and args.max_samples < 10:
-            raise ValueError(f"--max-samples must be at least 10, got {args.max_samples}")
-        if args.data:
-            images, labels, names = load_dataset(args.data)
-            if args.max_samples:
-                images, labels = images[: args.max_samples], labels[:, : args.max_samples]
-            image_size = args.image_size
-            what = args.data
-        else:
-            images, labels, names = default_dataset(args.max_samples or 1000)
-            image_size = args.image_size or 64  # 8×8 digits: 64 px keeps the CPU run to minutes
-            what = "scikit-learn digits (first 1000 unless --max-samples), 20 attribute tasks"
-        chosen = args.sources or list(models.zoo.available())
-        specs = [SourceSpec.parse(m) for m in chosen]
-        specs += [
-            SourceSpec(s.model, layer) for s in list(specs) if s.layer is None for layer in args.layers or ()
-        ]
-        say(f"target data: {what}: {images.shape[0]} images {images.shape[1:]}, {labels.shape[0]} tasks")
-        say(f"sources: {', '.join(s.name for s in specs)}")
+        images, labels, names, image_size, specs = _inputs(args, say)
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always", NotComputedWarning)
             result = rank(
@@ -67,15 +69,11 @@ def _rank(args) -> int:
             print(f"jaxtransfer: warning: {w.message}", file=sys.stderr)
         else:
             warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
-    written = []
-    if out is not None:
-        t0 = time.perf_counter()
-        try:
-            written = write_outputs(result, out, plots=not args.no_plots)
-        except (OSError, ValueError) as err:
-            raise CLIError(f"--out: could not write the results to {out} ({err})") from None
-        result.timings["outputs"] = time.perf_counter() - t0
-    result.timings["total"] = time.perf_counter() - started
+    return result
+
+
+def _print(result, written, folder, quiet: bool) -> None:
+    """The result as one JSON document (``--format json``), or as tables and a stage summary."""
     if quiet:
         print(json.dumps({
             "sources": result.sources, "targets": result.targets,
@@ -85,7 +83,7 @@ def _rank(args) -> int:
             "evaluation": result.evaluation, "timings_s": result.timings,
             "estimator_seconds": result.estimator_seconds,
         }, indent=1))  # fmt: skip
-        return 0
+        return
     print()
     print(ranked_table(result))
     print()
@@ -94,7 +92,25 @@ def _rank(args) -> int:
     print("stage times: " + ", ".join(f"{k} {v:.1f} s" for k, v in result.timings.items()))
     print("scores by estimator: " + ", ".join(f"{k} {v:.1f} s" for k, v in result.estimator_seconds.items()))
     if written:
-        print(f"wrote {len(written)} files to {args.out}: " + ", ".join(p.name for p in written))
+        print(f"wrote {len(written)} files to {folder}: " + ", ".join(p.name for p in written))
+
+
+def _rank(args) -> int:
+    out = check_output(args.out, "--out", folder=True) if args.out else None
+    quiet = args.format == "json"
+    say = (lambda *a, **k: None) if quiet else print
+    started = time.perf_counter()
+    result = _run(args, say, quiet)
+    written = []
+    if out is not None:
+        t0 = time.perf_counter()
+        try:
+            written = write_outputs(result, out, plots=not args.no_plots)
+        except (OSError, ValueError) as err:
+            raise CLIError(f"--out: could not write the results to {out} ({err})") from None
+        result.timings["outputs"] = time.perf_counter() - t0
+    result.timings["total"] = time.perf_counter() - started
+    _print(result, written, args.out, quiet)
     return 0
 
 

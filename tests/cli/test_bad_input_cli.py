@@ -221,7 +221,7 @@ def test_library_readers_share_the_messages(tmp_path):
     ):
         sources.load(tmp_path / "text_member.npz")
     with pytest.raises(
-        ValueError, match=r"--data: .*cut\.npz is not a readable .npz file .*truncated or corrupt"
+        ValueError, match=r"path: .*cut\.npz is not a readable .npz file .*truncated or corrupt"
     ):
         load_dataset(tmp_path / "cut.npz")
     with pytest.raises(ValueError, match=r"member_truncated\.npz .*it is truncated"):
