@@ -29,7 +29,7 @@ import optax
 from flax import nnx
 
 from ._progress import progress_bar
-from .models import Trainer, run_epochs, trainer
+from .models import Trainer, check_loop, run_epochs, trainer
 
 __all__ = [
     "TransferResult",
@@ -298,9 +298,7 @@ def _check_tuning_args(n: int, train_mask, seed: int, epochs, batch_size, target
     train_rows = split_mask(n, seed=seed) if train_mask is None else np.asarray(train_mask, bool)
     if train_rows.shape != (n,) or train_rows.sum() < 1 or (~train_rows).sum() < 1:
         raise ValueError(f"train_mask must be bool [{n}] with train and test rows")
-    for name, v in (("epochs", epochs), ("batch_size", batch_size)):
-        if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-            raise ValueError(f"{name} must be a positive int, got {v!r}")
+    check_loop(epochs, batch_size)
     if target_batch is None:
         target_batch = t
     if isinstance(target_batch, bool) or not isinstance(target_batch, int) or target_batch < 1:

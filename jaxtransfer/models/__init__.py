@@ -18,6 +18,7 @@ from ._small import save as save
 from ._small import train as train
 from ._training import Trainer as Trainer
 from ._training import TrainHistory as TrainHistory
+from ._training import check_loop as check_loop
 from ._training import loss_and_accuracy as loss_and_accuracy
 from ._training import model_outputs as model_outputs
 from ._training import run_epochs as run_epochs
@@ -28,6 +29,7 @@ __all__ = [
     "SmallCNN",
     "TrainHistory",
     "Trainer",
+    "check_loop",
     "load",
     "loss_and_accuracy",
     "model_outputs",

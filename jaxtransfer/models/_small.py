@@ -35,7 +35,7 @@ from flax import nnx
 from .._io import read_npz, write_npz
 from .._nnx import get_value, module_list, set_value
 from .._progress import progress_bar
-from ._training import TrainHistory, model_outputs, run_epochs, trainer
+from ._training import TrainHistory, check_loop, model_outputs, run_epochs, trainer
 
 __all__ = ["MLP", "SmallCNN", "TrainHistory", "load", "model_outputs", "save", "train"]
 
@@ -162,9 +162,7 @@ def _training_targets(model: nnx.Module, x: np.ndarray, y: np.ndarray, epochs, b
         raise ValueError("inputs is empty: got 0 samples")
     if y.shape[0] != n:
         raise ValueError(f"targets has {y.shape[0]} samples but inputs has {n}")
-    for name, v in (("epochs", epochs), ("batch_size", batch_size)):
-        if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-            raise ValueError(f"{name} must be a positive int, got {v!r}")
+    check_loop(epochs, batch_size)
     width = jax.eval_shape(model_outputs, model, jnp.asarray(x[:1])).shape[-1]
     if np.issubdtype(y.dtype, np.integer):
         if y.ndim != 1:

@@ -36,6 +36,7 @@ from flax import nnx
 __all__ = [
     "TrainHistory",
     "Trainer",
+    "check_loop",
     "loss_and_accuracy",
     "model_outputs",
     "run_epochs",
@@ -141,6 +142,13 @@ def trainer(graphdef: Any, *, learning_rate: Any, weight_decay: float, batched: 
         return _cached_trainer(graphdef, learning_rate, weight_decay, batched)
     except TypeError:  # an unhashable model structure or learning rate
         return _build_trainer(graphdef, learning_rate, weight_decay, batched)
+
+
+def check_loop(epochs, batch_size) -> None:
+    """Raise ``ValueError`` unless ``epochs`` and ``batch_size`` are positive ints (bools refused)."""
+    for name, v in (("epochs", epochs), ("batch_size", batch_size)):
+        if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+            raise ValueError(f"{name} must be a positive int, got {v!r}")
 
 
 def run_epochs(
