@@ -19,7 +19,9 @@ for classification, test mean squared error for regression; ``score`` is the
 
 from __future__ import annotations
 
+import warnings
 from functools import partial
+from numbers import Integral
 from typing import Any, NamedTuple
 
 import jax
@@ -146,17 +148,33 @@ def _ridge_all(f, ys, train, l2):
     return jax.vmap(lambda t: _ridge_one(z, t, train, l2))(ys)
 
 
+def _deprecated_num_classes(num_target_classes, num_classes, stacklevel: int = 3):
+    """``num_target_classes``, or the deprecated ``num_classes`` (with a DeprecationWarning)."""
+    if num_classes is None:
+        return num_target_classes
+    warnings.warn(
+        "num_classes= is deprecated; use num_target_classes=", DeprecationWarning, stacklevel=stacklevel
+    )
+    if num_target_classes is not None and num_target_classes != num_classes:
+        raise TypeError(
+            f"got num_target_classes={num_target_classes!r} and its deprecated alias "
+            f"num_classes={num_classes!r}; pass num_target_classes only"
+        )
+    return num_classes
+
+
 def head_retrain(
     features,
     targets,
     *,
     train_mask=None,
     task: str = "classification",
-    num_classes: int | None = None,
+    num_target_classes: int | None = None,
     l2: float = 1e-3,
     steps: int = 300,
     learning_rate: float = 0.05,
     seed: int = 0,
+    num_classes: int | None = None,
 ) -> TransferResult:
     """Retrain a head on frozen features for every target at once; test metrics per target.
 
@@ -174,16 +192,21 @@ def head_retrain(
       train_mask: bool [n], True for training rows; default :func:`split_mask`
         with ``seed`` (half train, half test).
       task: ``"classification"`` or ``"regression"``.
-      num_classes: static class count; inferred from the labels when None.
+      num_target_classes: static class count (classification), at least the
+        largest label + 1; inferred from the labels when None.
       l2, steps, learning_rate: the head's training.
       seed: the split seed when ``train_mask`` is None.
+      num_classes: deprecated alias of ``num_target_classes`` (warns).
 
     Returns:
       :class:`TransferResult` with arrays [T] (scalars' shape () for 1-D targets).
 
     Raises:
-      ValueError: shapes, an unknown task, a split without train or test rows.
+      ValueError: shapes, an unknown task, a split without train or test rows,
+        a ``num_target_classes`` below the largest label + 1.
+      TypeError: a non-int ``num_target_classes``, or both it and ``num_classes``.
     """
+    num_target_classes = _deprecated_num_classes(num_target_classes, num_classes)
     if task not in ("classification", "regression"):
         raise ValueError(f"task must be 'classification' or 'regression', got {task!r}")
     f = np.asarray(features, dtype=np.float32 if not jax.config.jax_enable_x64 else np.float64)
@@ -206,7 +229,16 @@ def head_retrain(
     if task == "classification":
         if not np.issubdtype(y.dtype, np.integer) or y.min() < 0:
             raise ValueError("classification targets must be non-negative integer labels")
-        c = int(y.max()) + 1 if num_classes is None else num_classes
+        c = int(y.max()) + 1
+        if num_target_classes is not None:
+            if isinstance(num_target_classes, bool) or not isinstance(num_target_classes, Integral):
+                raise TypeError(f"num_target_classes must be an integer, got {num_target_classes!r}")
+            if num_target_classes < c:
+                raise ValueError(
+                    f"targets contain the label {c - 1}, but num_target_classes={num_target_classes}; "
+                    f"labels must lie in [0, {num_target_classes})"
+                )
+            c = int(num_target_classes)
         out = _logistic_all(fj, jnp.asarray(y, jnp.int32), tj, l2, learning_rate, num_classes=c, steps=steps)
         acc, ll = (np.asarray(v) for v in out)
         result = TransferResult(acc, ll, nan)
@@ -221,11 +253,18 @@ def head_retrain_matrix(sources, targets, *, progress: bool | None = False, **kw
     """:func:`head_retrain` for each source: ``sources`` is a sequence of [n, d_s] features.
 
     Args:
+      sources: a sequence of S feature arrays [n, d_s].
+      targets: as :func:`head_retrain`, shared by every source.
       progress: a progress bar over sources (``None``: when stderr is a terminal).
+      **kwargs: :func:`head_retrain`'s keyword options.
 
     Returns:
       :class:`TransferResult` with arrays [S, T].
     """
+    if "num_classes" in kwargs:  # deprecated: warn once, at the caller
+        kwargs["num_target_classes"] = _deprecated_num_classes(
+            kwargs.get("num_target_classes"), kwargs.pop("num_classes")
+        )
     sources = list(sources)
     bar = progress_bar(len(sources), progress, "head retraining", unit="source")
     results = []
@@ -275,9 +314,9 @@ def _tuning_targets(targets, n: int):
         stacked = y.ndim == 2
         y = y if stacked else y[None]
         if y.ndim != 2:
-            raise ValueError(f"labels must be [n] or [T, n], got shape {np.shape(targets)}")
+            raise ValueError(f"targets (integer labels) must be [n] or [T, n], got shape {np.shape(targets)}")
         if y.size and y.min() < 0:
-            raise ValueError("labels must be non-negative integers")
+            raise ValueError("targets (integer labels) must be non-negative")
     else:
         stacked = y.ndim == 3 or (y.ndim == 2 and y.shape[0] != n)
         y = (
@@ -434,7 +473,7 @@ def fine_tune_many(
 def fine_tune(
     model: nnx.Module,
     inputs,
-    labels,
+    targets,
     *,
     train_mask=None,
     trainable: Any = "all",
@@ -451,7 +490,8 @@ def fine_tune(
     Args:
       model: an NNX module with an ``nnx.Linear`` head named ``head`` or
         ``classifier`` (the zoo's backbones, :mod:`jaxtransfer.sources` models).
-      inputs: [n, ...]; labels: int [n] (classification) or float [n] / [n, k]
+      inputs: [n, ...].
+      targets: int [n] labels (classification) or float [n] / [n, k] values
         (regression).
       train_mask: bool [n]; default :func:`split_mask` with ``seed``.
       trainable: ``"all"``, ``"head"``, or an NNX filter of the variables to
@@ -466,7 +506,7 @@ def fine_tune(
       with running averages); only parameters are trained.
     """
     (graphdef, params, rest), result = fine_tune_many(
-        model, inputs, labels, train_mask=train_mask, trainable=trainable, epochs=epochs,
+        model, inputs, targets, train_mask=train_mask, trainable=trainable, epochs=epochs,
         batch_size=batch_size, learning_rate=learning_rate, seed=seed, progress=progress,
     )  # fmt: skip
     return nnx.merge(graphdef, jax.tree.map(lambda p: p[0], params), rest), result

@@ -13,7 +13,8 @@ its maths. For every estimator:
   the estimator's default batch, a padded last chunk, one source per step and
   all sources at once; no mask, ``mask``/``source_mask``, ``target_mask``, all
   three (``MATRIX_CASES``);
-* the metadata is one of the documented values and matches the signature;
+* the metadata is one of the documented values and matches the signature, whose
+  positional arguments are named by the source kind and ``targets`` (one name per concept);
 * bad input raises an error that names the argument.
 
 Runtime is compile time: each distinct program costs seconds for the iterative
@@ -169,6 +170,16 @@ def test_metadata(name):
     keyword_only = {k for k, p in params.items() if p.kind is inspect.Parameter.KEYWORD_ONLY}
     assert set(info.options) == keyword_only - {"mask"}
     assert "mask" in params
+    # one name per concept: the target task's values are `targets`; the source input says what it is
+    source_names = {
+        "labels": ["source_labels"],
+        "probabilities": ["source_probs"],
+        "features": ["features"],
+        "predictions": ["source_predictions"],
+        "none": [],
+    }
+    assert positional(fn) == [*source_names[info.source], "targets"]
+    assert not {"num_classes", "labels", "target_labels"} & set(params)
 
 
 @pytest.mark.parametrize("name", NAMES)

@@ -77,6 +77,28 @@ def test_batched_equals_looped_and_matrix(data):
     assert mat.accuracy[0, 1] > mat.accuracy[1, 1] - 0.05  # both see feature 0, which decides task 1
 
 
+def test_num_target_classes_and_its_deprecated_alias(data):
+    f, labels = data
+    inferred = transfer.head_retrain(f, labels, steps=50)
+    given = transfer.head_retrain(f, labels, num_target_classes=5, steps=50)  # extra classes masked out
+    np.testing.assert_allclose(given.log_likelihood, inferred.log_likelihood, rtol=1e-5)
+    with pytest.warns(DeprecationWarning, match="num_classes= is deprecated; use num_target_classes="):
+        old = transfer.head_retrain(f, labels, num_classes=5, steps=50)
+    np.testing.assert_array_equal(old.log_likelihood, given.log_likelihood)
+    with pytest.warns(DeprecationWarning, match="num_classes= is deprecated"):
+        mat = transfer.head_retrain_matrix([f], labels, num_classes=5, steps=50)
+    np.testing.assert_array_equal(mat.log_likelihood[0], given.log_likelihood)
+    with (
+        pytest.warns(DeprecationWarning),
+        pytest.raises(TypeError, match="num_target_classes=4 and its deprecated alias num_classes=5"),
+    ):
+        transfer.head_retrain(f, labels, num_target_classes=4, num_classes=5)
+    with pytest.raises(ValueError, match=r"label 2, but num_target_classes=2; labels must lie in \[0, 2\)"):
+        transfer.head_retrain(f, labels, num_target_classes=2)
+    with pytest.raises(TypeError, match=r"num_target_classes must be an integer, got 3\.0"):
+        transfer.head_retrain(f, labels, num_target_classes=3.0)
+
+
 def test_head_retrain_bad_input(data):
     f, labels = data
     with pytest.raises(ValueError, match="task must be"):

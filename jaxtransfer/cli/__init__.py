@@ -3,8 +3,10 @@
 Errors in the input (a missing, truncated or malformed file, an unknown
 estimator, a shape mismatch, an option out of range, an output path that cannot
 be written) print one line on stderr and exit with status 2; nothing is
-written. Output paths and options are checked before any work starts. One
-module per command; what they share is in ``_common.py``.
+written. Output paths and options are checked before any work starts. An
+option means the same in every command: ``--out/-o`` is where a command writes
+(``--output``, its former name in ``score`` and ``demo``, still works with a
+warning on stderr). One module per command; what they share is in ``_common.py``.
 """
 
 from __future__ import annotations

@@ -1,8 +1,13 @@
-"""What every command shares: one-line user errors, the argument parser, argument types, files."""
+"""What every command shares: one-line user errors, the argument parser, argument types, files.
+
+Option names are the same across commands: ``--out/-o`` is where a command writes
+(:func:`add_out_argument`; ``--output`` is its deprecated alias).
+"""
 
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -12,9 +17,11 @@ from .._io import check_output_file, check_output_folder, npz_names, read_npy, r
 __all__ = [
     "CLIError",
     "Parser",
+    "add_out_argument",
     "check_output",
     "load_array",
     "non_negative_int",
+    "out_argument",
     "positive_int",
     "write_text",
 ]
@@ -29,6 +36,30 @@ class Parser(argparse.ArgumentParser):
 
     def error(self, message: str):
         raise CLIError(f"{message} (see `{self.prog} --help`)")
+
+
+def add_out_argument(parser: argparse.ArgumentParser, help: str, **kwargs) -> None:
+    """Add ``--out/-o`` and its deprecated alias ``--output`` (hidden from ``--help``).
+
+    Read the value with :func:`out_argument`.
+    """
+    parser.add_argument("--out", "-o", help=help, **kwargs)
+    parser.add_argument("--output", dest="deprecated_output", help=argparse.SUPPRESS)
+
+
+def out_argument(args: argparse.Namespace) -> str | None:
+    """The ``--out`` value; the deprecated ``--output`` still works, with a warning line on stderr.
+
+    Raises:
+      CLIError: both were given.
+    """
+    old = getattr(args, "deprecated_output", None)
+    if old is None:
+        return args.out
+    print("jaxtransfer: warning: --output is deprecated; use --out (or -o)", file=sys.stderr)
+    if args.out is not None:
+        raise CLIError("--out and its deprecated alias --output were both given; pass --out only")
+    return old
 
 
 def positive_int(text: str) -> int:

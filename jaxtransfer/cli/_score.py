@@ -11,7 +11,7 @@ import numpy as np
 
 from .. import estimators
 from ..apps import run_demo
-from ._common import CLIError, check_output, load_array, write_text
+from ._common import CLIError, add_out_argument, check_output, load_array, out_argument, write_text
 
 __all__ = ["add_demo_parser", "add_list_parser", "add_score_parser"]
 
@@ -56,16 +56,15 @@ def _format(result: dict, fmt: str) -> str:
 
 
 def _score(args) -> int:
-    output = check_output(args.output, "--output") if args.output else None
+    path = out_argument(args)
+    out = check_output(path, "--out") if path else None
     try:
         fn = estimators.get_estimator(args.estimator)
     except ValueError as err:
         raise CLIError(str(err)) from None
     info = fn.info
     if info.source == "none":
-        raise CLIError(
-            f"{info.name} takes no source; use it from Python: jaxtransfer.{info.name}(target_labels)"
-        )
+        raise CLIError(f"{info.name} takes no source; use it from Python: jaxtransfer.{info.name}(targets)")
     sources = _stack("--source", load_array(args.source, "--source"), info.source, args.stacked)
     options = {}
     target_kind = info.target
@@ -108,8 +107,8 @@ def _score(args) -> int:
     if "l2" in options:
         result["l2"] = np.atleast_1d(options["l2"]).tolist()
     text = _format(result, args.format)
-    if output is not None:
-        write_text(output, text, "--output")
+    if out is not None:
+        write_text(out, text, "--out")
     else:
         sys.stdout.write(text if text.endswith("\n") else text + "\n")
     return 0
@@ -131,15 +130,16 @@ def _list(args) -> int:
 
 
 def _demo(args) -> int:
-    output = check_output(args.output, "--output") if args.output else None
+    path = out_argument(args)
+    out = check_output(path, "--out") if path else None
     try:
         result = run_demo(print_fn=print if args.format == "table" else (lambda *a, **k: None))
     except RuntimeError as err:
         raise CLIError(str(err)) from None
     if args.format == "json":
         print(json.dumps(result, indent=2))
-    if output is not None:
-        write_text(output, json.dumps(result, indent=2), "--output")
+    if out is not None:
+        write_text(out, json.dumps(result, indent=2), "--out")
     return 0
 
 
@@ -170,7 +170,7 @@ def add_score_parser(sub) -> None:
         help="2-D predictions/values are stacked [S, n] / [T, n], not one [n, k] set",
     )
     score.add_argument("--format", choices=("json", "csv"), default="json")
-    score.add_argument("--output", "-o", help="write here instead of stdout")
+    add_out_argument(score, "write the scores to this file instead of stdout")
     score.set_defaults(run=_score)
 
 
@@ -182,5 +182,5 @@ def add_list_parser(sub) -> None:
 def add_demo_parser(sub) -> None:
     demo = sub.add_parser("demo", help="attribute transfer on scikit-learn digits (no files needed)")
     demo.add_argument("--format", choices=("table", "json"), default="table")
-    demo.add_argument("--output", "-o", help="also write the results as JSON here")
+    add_out_argument(demo, "also write the results as JSON to this file")
     demo.set_defaults(run=_demo)

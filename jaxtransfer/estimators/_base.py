@@ -135,14 +135,15 @@ class EstimatorInfo:
             return probabilities if self.source == "probabilities" else np.argmax(probabilities, axis=-1)
         return None
 
-    def targets_from_labels(self, labels, num_classes: int | None = None):
+    def targets_from_labels(self, labels, num_target_classes: int | None = None):
         """Class labels [..., n] as this estimator's targets: the labels, or one-hot values [..., n, C]
         for an estimator of real-valued targets (ridge on one-hot labels; zero columns of absent classes
-        add nothing, so every task can share the largest class count)."""
+        add nothing, so every task can share the largest class count). ``num_target_classes`` is C
+        (default: the largest label + 1)."""
         labels = np.asarray(labels)
         if self.target == "labels":
             return labels
-        classes = int(labels.max()) + 1 if num_classes is None else num_classes
+        classes = int(labels.max()) + 1 if num_target_classes is None else num_target_classes
         return np.eye(classes, dtype=np.float32)[labels]
 
     def caller_options(self, *, seed: int = 0, num_source_classes: int | None = None) -> dict[str, Any]:

@@ -35,13 +35,13 @@ def _check(name):
             lead=lead,
         )
         y, cy = as_labels(
-            "target_labels",
+            "targets",
             target,
             num_classes=opts["num_target_classes"],
             class_arg="num_target_classes",
             lead=lead,
         )
-        check_same_samples("source_labels", z.shape[-1], "target_labels", y.shape[-1])
+        check_same_samples("source_labels", z.shape[-1], "targets", y.shape[-1])
         check_cells(f"{name}'s joint count table ({cz} × {cy} classes)", cz * cy)
         method = choice("method", opts["method"], ("auto", "onehot", "scatter"))
         static = {"num_source_classes": cz, "num_target_classes": cy, "method": method}
@@ -105,7 +105,7 @@ def _info(name, sign, orientation):
 @register(_info("conditional_entropy", 1.0, "lower_is_better"))
 def conditional_entropy(
     source_labels,
-    target_labels,
+    targets,
     *,
     num_source_classes=None,
     num_target_classes=None,
@@ -124,7 +124,7 @@ def conditional_entropy(
 
     Args:
       source_labels: int [n], source classes in ``[0, num_source_classes)``.
-      target_labels: int [n], target classes in ``[0, num_target_classes)``.
+      targets: int [n], target classes in ``[0, num_target_classes)``.
       num_source_classes, num_target_classes: class counts; static (changing
         them recompiles). Inferred as ``max + 1`` on eager calls; required
         under ``jit``/``vmap``.
@@ -154,13 +154,13 @@ def conditional_entropy(
       cancellation; counts are exact integers.
     """
     opts = dict(num_source_classes=num_source_classes, num_target_classes=num_target_classes, method=method)
-    return run_pair(conditional_entropy.info, source_labels, target_labels, mask, opts)
+    return run_pair(conditional_entropy.info, source_labels, targets, mask, opts)
 
 
 @register(_info("nce", -1.0, "higher_is_better"))
 def nce(
     source_labels,
-    target_labels,
+    targets,
     *,
     num_source_classes=None,
     num_target_classes=None,
@@ -183,7 +183,7 @@ def nce(
       Classification Tasks", ICCV 2019.
     """
     opts = dict(num_source_classes=num_source_classes, num_target_classes=num_target_classes, method=method)
-    return run_pair(nce.info, source_labels, target_labels, mask, opts)
+    return run_pair(nce.info, source_labels, targets, mask, opts)
 
 
 _hardness = jax.jit(
@@ -192,17 +192,17 @@ _hardness = jax.jit(
 )
 
 
-def hardness(target_labels, *, num_target_classes=None, mask=None) -> jax.Array:
+def hardness(targets, *, num_target_classes=None, mask=None) -> jax.Array:
     """Task hardness H(Y) (Tran et al., ICCV 2019): the target label entropy, in nats.
 
     It is the conditional entropy H(Y|Z) from a trivial source whose labels are
     all equal. Not a transferability score: **higher means harder**.
 
     Args:
-      target_labels: int [n] in ``[0, num_target_classes)``, or [T, n] for T
+      targets: int [n] target labels in ``[0, num_target_classes)``, or [T, n] for T
         tasks at once (returns [T]).
       num_target_classes: static class count; inferred on eager calls.
-      mask: optional bool with the shape of ``target_labels``.
+      mask: optional bool with the shape of ``targets``.
 
     Returns:
       Scalar (or [T]) entropy ≥ 0.
@@ -212,10 +212,10 @@ def hardness(target_labels, *, num_target_classes=None, mask=None) -> jax.Array:
       >>> round(float(jt.hardness([0, 1, 2, 3])), 4)  # log 4
       1.3863
     """
-    lead = max(0, min(1, np.ndim(target_labels) - 1))
+    lead = max(0, min(1, np.ndim(targets) - 1))
     y, cy = as_labels(
-        "target_labels",
-        target_labels,
+        "targets",
+        targets,
         num_classes=num_target_classes,
         class_arg="num_target_classes",
         lead=lead,

@@ -23,9 +23,9 @@ def _check(source, target, options, lead) -> Checked:
     opts = take_options("gbc", options, _DEFAULTS)
     f = as_features("features", source, lead=lead)
     y, cy = as_labels(
-        "labels", target, num_classes=opts["num_target_classes"], class_arg="num_target_classes", lead=lead
+        "targets", target, num_classes=opts["num_target_classes"], class_arg="num_target_classes", lead=lead
     )
-    check_same_samples("features", f.shape[-2], "labels", y.shape[-1])
+    check_same_samples("features", f.shape[-2], "targets", y.shape[-1])
     k = num_components_arg(opts["num_components"], f.shape[-1])
     q = explained_variance_arg(opts["explained_variance"], f.dtype)
     check_cells(f"gbc's class-pair table ({cy} × {cy} classes × {k} components)", cy * cy * k)
@@ -79,7 +79,7 @@ def _finish(state, y, mask, *, num_target_classes, **_):
 )
 def gbc(
     features,
-    labels,
+    targets,
     *,
     num_components=None,
     explained_variance=None,
@@ -104,7 +104,7 @@ def gbc(
 
     Args:
       features: float [n, d], the source model's features on the target inputs.
-      labels: int [n], target labels in ``[0, num_target_classes)``.
+      targets: int [n], target labels in ``[0, num_target_classes)``.
       num_components: static number k of principal components; default
         min(d, 64) (the paper's 64); values above d mean d.
       explained_variance: optional fraction q in (0, 1]: keep only the leading
@@ -155,4 +155,4 @@ def gbc(
         "explained_variance": explained_variance,
         "num_target_classes": num_target_classes,
     }
-    return run_pair(gbc.info, features, labels, mask, opts)
+    return run_pair(gbc.info, features, targets, mask, opts)

@@ -83,13 +83,13 @@ def _checker(name: str):
         opts = take_options(name, options, _DEFAULTS)
         f = as_features("features", source, lead=lead)
         y, classes = as_labels(
-            "labels",
+            "targets",
             target,
             num_classes=opts["num_target_classes"],
             class_arg="num_target_classes",
             lead=lead,
         )
-        check_same_samples("features", f.shape[-2], "labels", y.shape[-1])
+        check_same_samples("features", f.shape[-2], "targets", y.shape[-1])
         check_cells(
             f"{name}'s class indicators ({y.shape[-1]} samples × {classes} classes)", y.shape[-1] * classes
         )
@@ -201,7 +201,7 @@ def _prepare_hscore(features, mask, *, feature_mask, **_):
         unresolved=lambda state, **_: state.unresolved,
     )
 )
-def hscore(features, labels, *, num_target_classes=None, feature_mask=None, mask=None) -> jax.Array:
+def hscore(features, targets, *, num_target_classes=None, feature_mask=None, mask=None) -> jax.Array:
     """H-score: how much of the feature covariance the class means explain.
 
     .. math::
@@ -216,7 +216,7 @@ def hscore(features, labels, *, num_target_classes=None, feature_mask=None, mask
 
     Args:
       features: float [n, d], the source model's features on the target inputs.
-      labels: int [n] in ``[0, num_target_classes)``.
+      targets: int [n] target labels in ``[0, num_target_classes)``.
       num_target_classes: static class count; inferred on eager calls.
       feature_mask: optional bool [d]; False columns (zero padding, so that
         sources of different widths share one batched call) are left out
@@ -258,7 +258,7 @@ def hscore(features, labels, *, num_target_classes=None, feature_mask=None, mask
       features: prefer :func:`shrinkage_hscore` there.
     """
     opts = {"num_target_classes": num_target_classes, "feature_mask": feature_mask}
-    return run_pair(hscore.info, features, labels, mask, opts)
+    return run_pair(hscore.info, features, targets, mask, opts)
 
 
 # ----------------------------------------------------------------------------- shrinkage H-score
@@ -293,7 +293,9 @@ def _prepare_shrinkage(features, mask, *, feature_mask, **_):
         unresolved=lambda state, **_: state.unresolved,
     )
 )
-def shrinkage_hscore(features, labels, *, num_target_classes=None, feature_mask=None, mask=None) -> jax.Array:
+def shrinkage_hscore(
+    features, targets, *, num_target_classes=None, feature_mask=None, mask=None
+) -> jax.Array:
     """Shrinkage H-score: the H-score with a Ledoit–Wolf covariance.
 
     .. math::
@@ -308,7 +310,7 @@ def shrinkage_hscore(features, labels, *, num_target_classes=None, feature_mask=
 
     Args:
       features: float [n, d], the source model's features on the target inputs.
-      labels: int [n] in ``[0, num_target_classes)``.
+      targets: int [n] target labels in ``[0, num_target_classes)``.
       num_target_classes: static class count; inferred on eager calls.
       feature_mask: optional bool [d]; False columns are left out exactly (d
         becomes the number of kept columns in tr S/d and in α).
@@ -343,4 +345,4 @@ def shrinkage_hscore(features, labels, *, num_target_classes=None, feature_mask=
       centred features, as for :func:`hscore`) serves every target.
     """
     opts = {"num_target_classes": num_target_classes, "feature_mask": feature_mask}
-    return run_pair(shrinkage_hscore.info, features, labels, mask, opts)
+    return run_pair(shrinkage_hscore.info, features, targets, mask, opts)

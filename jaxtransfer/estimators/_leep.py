@@ -45,13 +45,13 @@ def _check(source, target, options, lead) -> Checked:
         raise TypeError(f"logits must be True or False, got {opts['logits']!r}")
     theta = as_features("source_probs", source, lead=lead, what="Cz")
     y, cy = as_labels(
-        "target_labels",
+        "targets",
         target,
         num_classes=opts["num_target_classes"],
         class_arg="num_target_classes",
         lead=lead,
     )
-    check_same_samples("source_probs", theta.shape[-2], "target_labels", y.shape[-1])
+    check_same_samples("source_probs", theta.shape[-2], "targets", y.shape[-1])
     check_cells(f"leep's joint table ({theta.shape[-1]} source × {cy} target classes)", theta.shape[-1] * cy)
     if not opts["logits"] and is_concrete(theta):
         _check_probabilities(np.asarray(theta))
@@ -95,7 +95,7 @@ def leep_from_probabilities(theta, y, mask, *, num_target_classes, **_):
         finish=leep_from_probabilities,
     )
 )
-def leep(source_probs, target_labels, *, logits=False, num_target_classes=None, mask=None) -> jax.Array:
+def leep(source_probs, targets, *, logits=False, num_target_classes=None, mask=None) -> jax.Array:
     """LEEP: the average log-likelihood of the expected empirical predictor.
 
     .. math::
@@ -109,7 +109,7 @@ def leep(source_probs, target_labels, *, logits=False, num_target_classes=None, 
     Args:
       source_probs: float [n, Cz] rows of source-class probabilities, or logits
         with ``logits=True`` (a softmax is then applied, in the log domain).
-      target_labels: int [n] in ``[0, num_target_classes)``.
+      targets: int [n] target labels in ``[0, num_target_classes)``.
       logits: treat ``source_probs`` as logits; static.
       num_target_classes: static class count; inferred on eager calls.
       mask: optional bool [n]; False leaves a sample out.
@@ -138,4 +138,4 @@ def leep(source_probs, target_labels, *, logits=False, num_target_classes=None, 
       0/0. Gradients with respect to the probabilities or logits are finite.
     """
     opts = {"logits": logits, "num_target_classes": num_target_classes}
-    return run_pair(leep.info, source_probs, target_labels, mask, opts)
+    return run_pair(leep.info, source_probs, targets, mask, opts)

@@ -53,9 +53,9 @@ def _check(source, target, options, lead) -> Checked:
     key = _key_arg(opts["key"])
     f = as_features("features", source, lead=lead)
     y, cy = as_labels(
-        "labels", target, num_classes=opts["num_target_classes"], class_arg="num_target_classes", lead=lead
+        "targets", target, num_classes=opts["num_target_classes"], class_arg="num_target_classes", lead=lead
     )
-    check_same_samples("features", f.shape[-2], "labels", y.shape[-1])
+    check_same_samples("features", f.shape[-2], "targets", y.shape[-1])
     k = num_components_arg(opts["num_components"], f.shape[-1])
     clusters = opts["num_clusters"]
     clusters = CLUSTERS_PER_CLASS * cy if clusters is None else static_int("num_clusters", clusters, 1)
@@ -218,7 +218,7 @@ def _finish(theta, y, mask, *, num_target_classes, **_):
 )
 def nleep(
     features,
-    labels,
+    targets,
     *,
     key,
     num_components=None,
@@ -254,7 +254,7 @@ def nleep(
 
     Args:
       features: float [n, d], the source model's features on the target inputs.
-      labels: int [n], target labels in ``[0, num_target_classes)``.
+      targets: int [n], target labels in ``[0, num_target_classes)``.
       key: a PRNG key (``jax.random.key(0)`` or ``jax.random.PRNGKey(0)``),
         required. The same key gives bitwise the same score.
       num_components: static cap k on the principal components; default
@@ -319,4 +319,4 @@ def nleep(
         "num_iter": num_iter,
         "num_target_classes": num_target_classes,
     }
-    return run_pair(nleep.info, features, labels, mask, opts)
+    return run_pair(nleep.info, features, targets, mask, opts)

@@ -115,7 +115,7 @@ def _check(source, target, options, lead) -> Checked:
                 f"got bins={opts['bins']!r} with task='classification'"
             )
         y, classes = as_labels(
-            "labels",
+            "targets",
             target,
             num_classes=opts["num_target_classes"],
             class_arg="num_target_classes",
@@ -129,9 +129,9 @@ def _check(source, target, options, lead) -> Checked:
                 "the class count is bins"
             )
         bins = _bins(opts["bins"])
-        y = as_features("labels", target, lead=lead, allow_vector=True, what="k")
+        y = as_features("targets", target, lead=lead, allow_vector=True, what="k")
         n_y, classes = y.shape[-2], None
-    check_same_samples("features", f.shape[-2], "labels", n_y)
+    check_same_samples("features", f.shape[-2], "targets", n_y)
     static = {"weighting": weighting, "task": task, "bins": bins, "num_target_classes": classes}
     return Checked(f, y, n_y, static, {"coef": _coefficient(opts["eps"], f.shape[-1], f.dtype)})
 
@@ -241,7 +241,7 @@ def _finish(state, target, mask, *, coef, weighting, task, bins, num_target_clas
 )
 def transrate(
     features,
-    labels,
+    targets,
     *,
     eps=None,
     weighting="proportional",
@@ -265,8 +265,8 @@ def transrate(
     Args:
       features: float [n, d], the source model's features on the target inputs
         (or its predictions, see below).
-      labels: int [n] class labels; with ``task="regression"`` float [n] or
-        [n, k] target values.
+      targets: int [n] class labels in ``[0, num_target_classes)``; with
+        ``task="regression"`` float [n] or [n, k] target values.
       eps: the distortion ε > 0 of the formula, so κ = d/ε² multiplies the
         covariance. Default ``None``: κ = 10⁴, the coefficient
         ``1/(n·eps)`` with ``eps = 1e-4`` of the authors' released code
@@ -341,4 +341,4 @@ def transrate(
         "bins": bins,
         "num_target_classes": num_target_classes,
     }
-    return run_pair(transrate.info, features, labels, mask, opts)
+    return run_pair(transrate.info, features, targets, mask, opts)

@@ -101,8 +101,8 @@ def tiny(tmp_path_factory):
 def test_score_output_checked_before_any_work(capsys, tmp_path, output, words):
     # the source file does not exist either: the output is what gets reported, so it was checked first
     argv = ["score", "--estimator", "nce", "--source", tmp_path / "nope.npy", "--target", tmp_path / "y.npy"]
-    code, out, err = run(capsys, *argv, "--output", tmp_path / output)
-    assert_one_line_error(code, err, "--output:", *words)
+    code, out, err = run(capsys, *argv, "--out", tmp_path / output)
+    assert_one_line_error(code, err, "--out:", *words)
     assert out == ""
 
 
@@ -115,9 +115,45 @@ def test_score_output_written_when_fine(capsys, tmp_path):
     assert json.loads((tmp_path / "s.json").read_text())["shape"] == [1, 1]
 
 
-def test_demo_output_checked_before_the_demo_runs(capsys, tmp_path):
+def test_score_deprecated_output_alias_still_writes_with_a_warning(capsys, tmp_path):
+    np.save(tmp_path / "z.npy", np.arange(30) % 3)
+    np.save(tmp_path / "y.npy", np.arange(30) % 2)
+    argv = ["score", "--estimator", "nce", "--source", tmp_path / "z.npy", "--target", tmp_path / "y.npy"]
+    code, out, err = run(capsys, *argv, "--output", tmp_path / "s.json")
+    assert code == 0, err
+    assert out == ""
+    assert err == "jaxtransfer: warning: --output is deprecated; use --out (or -o)\n"
+    assert json.loads((tmp_path / "s.json").read_text())["shape"] == [1, 1]
+    # both names at once: refused before any work
+    code, out, err = run(capsys, *argv, "--output", tmp_path / "a.json", "-o", tmp_path / "b.json")
+    assert code == 2 and out == ""
+    assert err.splitlines()[-1].startswith("jaxtransfer: error: --out and its deprecated alias --output")
+    assert not (tmp_path / "a.json").exists() and not (tmp_path / "b.json").exists()
+
+
+def test_demo_deprecated_output_alias_is_checked_like_out(capsys, tmp_path):
     code, out, err = run(capsys, "demo", "--output", tmp_path / "missing" / "demo.json")
-    assert_one_line_error(code, err, "--output:", "folder that does not exist")
+    assert code == 2 and out == ""
+    warning, error = err.splitlines()
+    assert warning == "jaxtransfer: warning: --output is deprecated; use --out (or -o)"
+    assert error.startswith("jaxtransfer: error: --out:") and "folder that does not exist" in error
+
+
+def test_every_command_that_writes_names_the_option_out():
+    sub = next(a for a in _parser()._actions if a.dest == "command")
+    for name, parser in sub.choices.items():
+        flags = {s for a in parser._actions for s in a.option_strings}
+        if "-o" in flags or "--out" in flags:
+            assert {"--out", "-o"} <= flags, name
+            assert next(a for a in parser._actions if "-o" in a.option_strings).dest == "out", name
+    assert {"score", "demo", "rank", "reproduce"} <= {
+        name for name, p in sub.choices.items() if any("--out" in a.option_strings for a in p._actions)
+    }
+
+
+def test_demo_output_checked_before_the_demo_runs(capsys, tmp_path):
+    code, out, err = run(capsys, "demo", "--out", tmp_path / "missing" / "demo.json")
+    assert_one_line_error(code, err, "--out:", "folder that does not exist")
     assert out == ""  # the demo printed nothing: it never ran
 
 

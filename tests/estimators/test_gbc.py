@@ -198,8 +198,8 @@ def test_score_matrix_equals_loop(rng):
 @pytest.mark.parametrize(
     ("kwargs", "error", "words"),
     [
-        ({"labels": np.linspace(0, 1, N)}, TypeError, "labels must hold integer class labels"),
-        ({"labels": np.zeros(N - 1, int)}, ValueError, "features has 60 samples but labels has 59"),
+        ({"targets": np.linspace(0, 1, N)}, TypeError, "targets must hold integer class labels"),
+        ({"targets": np.zeros(N - 1, int)}, ValueError, "features has 60 samples but targets has 59"),
         ({"features": np.full((N, D), np.nan)}, ValueError, "features contains a non-finite value"),
         ({"features": np.ones(N)}, ValueError, "features must have shape [n, d]"),
         ({"num_components": 0}, ValueError, "num_components must be at least 1"),
@@ -212,7 +212,7 @@ def test_score_matrix_equals_loop(rng):
 )
 def test_bad_input(rng, kwargs, error, words):
     f, y = data(rng)
-    args = {"features": f, "labels": y, **kwargs}
+    args = {"features": f, "targets": y, **kwargs}
     with pytest.raises(error, match=re.escape(words)):
         gbc(**args)
 

@@ -330,15 +330,15 @@ def test_bad_input(rng, fn):
         fn(f, y, feature_mask=np.ones(4))
     with pytest.raises(ValueError, match="only 0/1"):
         fn(f, y, feature_mask=np.array([0, 1, 2, 1]))
-    with pytest.raises(TypeError, match="labels must hold integer class labels"):
+    with pytest.raises(TypeError, match="targets must hold integer class labels"):
         fn(f, y.astype(float))
-    with pytest.raises(ValueError, match="features has 20 samples but labels has 19"):
+    with pytest.raises(ValueError, match="features has 20 samples but targets has 19"):
         fn(f, y[:19])
     with pytest.raises(ValueError, match="features must have shape \\[n, d\\]"):
         fn(f[:, 0], y)
     with pytest.raises(ValueError, match="non-finite"):
         fn(np.where(np.arange(4) == 2, np.nan, f), y)
-    with pytest.raises(ValueError, match="labels contains the label 1, but num_target_classes=1"):
+    with pytest.raises(ValueError, match="targets contains the label 1, but num_target_classes=1"):
         fn(f, y, num_target_classes=1)
     with pytest.raises(TypeError, match="unexpected option"):
         jt.score_matrix(fn, f[None], y[None], ridge=1.0)

@@ -283,15 +283,15 @@ def test_score_matrix_equals_loop(rng):
         ({"num_clusters": 2.5}, TypeError, "num_clusters must be a Python int"),
         ({"num_components": 0}, ValueError, "num_components must be at least 1"),
         ({"explained_variance": 2.0}, ValueError, "explained_variance must lie in (0, 1]"),
-        ({"labels": np.linspace(0, 1, N)}, TypeError, "labels must hold integer class labels"),
-        ({"labels": -np.ones(N, int)}, ValueError, "labels contains the negative label -1"),
-        ({"features": np.ones((N - 2, D))}, ValueError, "features has 46 samples but labels has 48"),
+        ({"targets": np.linspace(0, 1, N)}, TypeError, "targets must hold integer class labels"),
+        ({"targets": -np.ones(N, int)}, ValueError, "targets contains the negative label -1"),
+        ({"features": np.ones((N - 2, D))}, ValueError, "features has 46 samples but targets has 48"),
         ({"features": np.full((N, D), np.inf)}, ValueError, "features contains a non-finite value"),
     ],
 )
 def test_bad_input(rng, kwargs, error, words):
     f, y = data(rng)
-    args = {"features": f, "labels": y, "key": KEY, **kwargs}
+    args = {"features": f, "targets": y, "key": KEY, **kwargs}
     with pytest.raises(error, match=re.escape(words)):
         nleep(**args)
 

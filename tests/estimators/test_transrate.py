@@ -339,11 +339,11 @@ def test_bad_input(rng):
             transrate(f, v, task="regression", **opts)
     with pytest.raises(TypeError, match="transrate got unexpected option"):
         jt.score_matrix(transrate, f[None], y[None], ridge=1.0)
-    with pytest.raises(TypeError, match="labels must hold integer class labels"):
+    with pytest.raises(TypeError, match="targets must hold integer class labels"):
         transrate(f, v)
-    with pytest.raises(ValueError, match="labels contains a non-finite"):
+    with pytest.raises(ValueError, match="targets contains a non-finite"):
         transrate(f, np.where(np.arange(20) == 3, np.nan, v), task="regression", bins=3)
-    with pytest.raises(ValueError, match="features has 20 samples but labels has 19"):
+    with pytest.raises(ValueError, match="features has 20 samples but targets has 19"):
         transrate(f, y[:19])
     with pytest.raises(ValueError, match="features contains a non-finite"):
         transrate(np.where(np.arange(4) == 1, np.inf, f), y)

@@ -31,11 +31,11 @@ def test_float_labels_are_a_type_error(labels):
     z, y = labels
     with pytest.raises(TypeError, match="source_labels must hold integer class labels, got dtype float"):
         jt.nce(z.astype(float), y)
-    with pytest.raises(TypeError, match="target_labels must hold integer class labels"):
+    with pytest.raises(TypeError, match="targets must hold integer class labels"):
         jt.conditional_entropy(z, y.astype(np.float32))
-    with pytest.raises(TypeError, match="target_labels must hold integer class labels"):
+    with pytest.raises(TypeError, match="targets must hold integer class labels"):
         jt.hardness(y + 0.5)
-    with pytest.raises(TypeError, match="target_labels must hold integer class labels"):
+    with pytest.raises(TypeError, match="targets must hold integer class labels"):
         jt.leep(np.full((N, 2), 0.5), y.astype(float))
 
 
@@ -48,11 +48,11 @@ def test_two_dimensional_labels_are_a_shape_error(labels):
     z, y = labels
     with pytest.raises(ValueError, match=r"source_labels must have shape \[n\], got shape \(6, 2\)"):
         jt.nce(z.reshape(6, 2), y.reshape(6, 2))
-    with pytest.raises(ValueError, match=r"target_labels must have shape \[n\], got shape \(12, 1\)"):
+    with pytest.raises(ValueError, match=r"targets must have shape \[n\], got shape \(12, 1\)"):
         jt.nce(z, y[:, None])
-    with pytest.raises(ValueError, match=r"target_labels must have shape \[n\], got shape \(12, 1\)"):
+    with pytest.raises(ValueError, match=r"targets must have shape \[n\], got shape \(12, 1\)"):
         jt.leep(np.full((N, 2), 0.5), y[:, None])
-    with pytest.raises(ValueError, match=r"target_labels must have shape \[S/T, n\], got shape \(2, 3, 2\)"):
+    with pytest.raises(ValueError, match=r"targets must have shape \[S/T, n\], got shape \(2, 3, 2\)"):
         jt.hardness(y.reshape(2, 3, 2))
     with pytest.raises(ValueError, match=r"source_labels must have shape \[n\], got shape \(\)"):
         jt.nce(z[0], y[0])
@@ -62,13 +62,13 @@ def test_negative_label_names_the_argument(labels):
     z, y = labels
     bad = y.copy()
     bad[3] = -2
-    with pytest.raises(ValueError, match="target_labels contains the negative label -2"):
+    with pytest.raises(ValueError, match="targets contains the negative label -2"):
         jt.nce(z, bad)
     with pytest.raises(ValueError, match="source_labels contains the negative label -2"):
         jt.nce(bad, z)
-    with pytest.raises(ValueError, match="target_labels contains the negative label -2"):
+    with pytest.raises(ValueError, match="targets contains the negative label -2"):
         jt.hardness(bad)
-    with pytest.raises(ValueError, match="target_labels contains the negative label -2"):
+    with pytest.raises(ValueError, match="targets contains the negative label -2"):
         jt.leep(np.full((N, 2), 0.5), bad)
 
 
@@ -77,9 +77,9 @@ def test_label_at_or_above_class_count_names_the_argument(labels):
     z[0], y[0] = 2, 3  # the largest labels present
     with pytest.raises(ValueError, match=r"source_labels contains the label 2, but num_source_classes=2"):
         jt.nce(z, y, num_source_classes=2)
-    with pytest.raises(ValueError, match=r"target_labels contains the label 3, but num_target_classes=3"):
+    with pytest.raises(ValueError, match=r"targets contains the label 3, but num_target_classes=3"):
         jt.conditional_entropy(z, y, num_target_classes=3)
-    with pytest.raises(ValueError, match=r"target_labels contains the label 3, but num_target_classes=2"):
+    with pytest.raises(ValueError, match=r"targets contains the label 3, but num_target_classes=2"):
         jt.hardness(y, num_target_classes=2)
     with pytest.raises(ValueError, match=r"labels must lie in \[0, 3\)"):
         jt.leep(np.full((N, 2), 0.5), y, num_target_classes=3)
@@ -174,7 +174,7 @@ def test_fewer_than_two_samples(regression, probs):
     f, y = regression
     with pytest.raises(ValueError, match="source_labels needs at least 2 samples, got 1"):
         jt.nce([0], [0])
-    with pytest.raises(ValueError, match="target_labels needs at least 2 samples, got 1"):
+    with pytest.raises(ValueError, match="targets needs at least 2 samples, got 1"):
         jt.hardness(np.array([1]))
     with pytest.raises(ValueError, match="features needs at least 2 samples, got 1"):
         jt.linear_mse(f[:1], y[:1])
@@ -201,15 +201,15 @@ def test_mask_keeping_fewer_than_two_samples(labels, regression):
 def test_mismatched_sample_counts_name_both_arguments(labels, probs, regression):
     z, y = labels
     f, t = regression
-    with pytest.raises(ValueError, match="source_labels has 12 samples but target_labels has 11"):
+    with pytest.raises(ValueError, match="source_labels has 12 samples but targets has 11"):
         jt.nce(z, y[:11])
-    with pytest.raises(ValueError, match="source_probs has 11 samples but target_labels has 12"):
+    with pytest.raises(ValueError, match="source_probs has 11 samples but targets has 12"):
         jt.leep(probs[:11], y)
     with pytest.raises(ValueError, match="features has 12 samples but targets has 10"):
         jt.linear_mse(f, t[:10])
     with pytest.raises(ValueError, match="source_predictions has 9 samples but targets has 12"):
         jt.label_mse(f[:9, 0], t)
-    with pytest.raises(ValueError, match="source_labels has 12 samples but target_labels has 11"):
+    with pytest.raises(ValueError, match="source_labels has 12 samples but targets has 11"):
         jt.score_matrix("nce", z[None], y[None, :11])
 
 
