@@ -36,6 +36,7 @@ GPU and TPU; nothing is transferred back to the host unless asked.
 from __future__ import annotations
 
 import functools
+import itertools
 import sys
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any, NamedTuple
@@ -58,7 +59,7 @@ from jaxtransfer_kernels import (
 from ._nnx import get_value
 from ._progress import progress_bar
 
-__all__ = ["Extracted", "StreamedStats", "extract", "pool"]
+__all__ = ["Extracted", "StreamedStats", "check_input", "extract", "pool"]
 
 
 class StreamedStats(NamedTuple):
@@ -345,6 +346,37 @@ def _batches(
     return gen(), batch_size, None
 
 
+def _peek_targets(batches: Iterator) -> tuple[Iterator, np.ndarray | None]:
+    """The batches, unchanged, and the first batch's targets (None when it has none).
+
+    An iterable dataset's targets are known only from its batches; whether
+    they are class labels (integers, one per sample) or regression targets
+    is read from the first one.
+    """
+    first = next(batches, None)
+    if first is None:
+        return iter(()), None
+    y = None if first[1] is None else np.asarray(first[1])
+    return itertools.chain([first], batches), y
+
+
+def _checked_labels(batches: Iterator, num_classes: int) -> Iterator:
+    """The batches, each checked to hold integer class labels in [0, ``num_classes``)."""
+    for x, y in batches:
+        y = np.asarray(y)
+        if not np.issubdtype(y.dtype, np.integer) or y.ndim != 1:
+            raise ValueError(
+                f"targets: every batch must hold integer class labels [b], like the first; got {y.dtype} "
+                f"of shape {y.shape}"
+            )
+        if y.size and (y.min() < 0 or y.max() >= num_classes):
+            raise ValueError(
+                f"targets: labels must lie in [0, {num_classes}) (num_target_classes={num_classes}), "
+                f"got values from {y.min()} to {y.max()}"
+            )
+        yield x, y
+
+
 def _pad(x, size: int):
     b = x.shape[0]
     if b == size:
@@ -413,11 +445,22 @@ def extract(
     if targets is not None:
         statistics = True
         targets = np.asarray(targets)
-    classify = targets is not None and np.issubdtype(targets.dtype, np.integer) and targets.ndim == 1
-    if classify and num_target_classes is None:
-        num_target_classes = int(targets.max()) + 1
     key, state = _adapter(model, params, variables)
     batches, size, total = _batches(data, batch_size, targets)
+    batches, first_y = _peek_targets(batches)
+    from_batches = targets is None and first_y is not None
+    if from_batches:
+        targets, statistics = first_y, True
+    classify = targets is not None and np.issubdtype(targets.dtype, np.integer) and targets.ndim == 1
+    if classify and num_target_classes is None:
+        if from_batches:
+            raise ValueError(
+                "num_target_classes is needed when integer class labels come in (x, y) batches: the class "
+                "count must be known before the first batch (pass num_target_classes=C)"
+            )
+        num_target_classes = int(targets.max()) + 1
+    if classify:
+        batches = _checked_labels(batches, num_target_classes)
     wanted = tuple(keep) + tuple(layers)
     dtype = jnp.result_type(float)
     forward, step = _step(key, tuple(layers), wanted, preprocess, classify, num_target_classes, dtype)
@@ -439,6 +482,56 @@ def extract(
         stats=None if acc is None else StreamedStats(*acc),
         count=seen,
     )
+
+
+def check_input(
+    model: Any,
+    data: Any,
+    *,
+    params: Any = None,
+    variables: Any = None,
+    layers: Sequence[str] = (),
+    preprocess: Callable[[jax.Array], jax.Array] | str | None = "auto",
+) -> dict[str, tuple[int, ...]]:
+    """Check, before any work, that ``model`` can take the samples of ``data``; return its output shapes.
+
+    One sample is traced through the preprocessing and the model
+    (``jax.eval_shape``: nothing is compiled or run), so a mismatch, such as a
+    1-channel model and RGB images, is refused in a fraction of a second
+    instead of failing inside the first compiled step. Arguments are those
+    of :func:`extract`.
+
+    Returns:
+      name -> shape of one sample's outputs (``features``, ``logits`` when the
+      model has a head, and each of ``layers``), batch axis included.
+
+    Raises:
+      ValueError: the model cannot take the samples; the message gives their
+        shape and dtype and, for a convolutional model, the input channels
+        of its first convolution.
+    """
+    preprocess = _check_options(model, ("features",), None, layers, preprocess)
+    key, state = _adapter(model, params, variables)
+    sample = np.asarray(data[:1]) if isinstance(data, (np.ndarray, jax.Array)) else np.asarray(data)
+    fn = _apply_fn(key, tuple(layers))
+
+    def forward(state, x):
+        return fn(state, preprocess(x) if preprocess is not None else x)
+
+    try:
+        out = jax.eval_shape(forward, state, jax.ShapeDtypeStruct(sample.shape, sample.dtype))
+    except (TypeError, ValueError) as err:
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        conv = (
+            next((m for _, m in nnx.iter_graph(model) if isinstance(m, nnx.Conv)), None)
+            if (key[0] == "nnx")
+            else None
+        )
+        expects = "" if conv is None else f"; its first convolution takes {conv.in_features} input channel(s)"
+        raise ValueError(
+            f"the model cannot take inputs of shape {sample.shape[1:]} ({sample.dtype}){expects} ({first})"
+        ) from None
+    return {k: tuple(v.shape) for k, v in out.items()}
 
 
 def _check_options(model, keep, batch_size, layers, preprocess):

@@ -184,3 +184,48 @@ def test_bad_input(setup):
     x_before = x.copy()
     extract(_fn, x, params=params, batch_size=4)
     np.testing.assert_array_equal(x, x_before)
+
+
+@pytest.mark.parametrize("batch_sizes", [(7, 1, 15), (23,), (1,) * 23])
+def test_iterable_of_labelled_batches_equals_arrays(setup, batch_sizes):
+    """(x, int y) batches are class labels, as integer targets= arrays are (issue 13: they were
+    read as one regression column, and nce() raised)."""
+    params, x = setup
+    y = (np.arange(23) * 7) % 3
+    ends = np.cumsum(batch_sizes)
+    batches = [(x[e - b : e], y[e - b : e]) for b, e in zip(batch_sizes, ends, strict=True)]
+    streamed = extract(_fn, iter(batches), params=params, batch_size=4, num_target_classes=3).stats
+    whole = extract(_fn, x, params=params, batch_size=4, targets=y).stats
+    np.testing.assert_array_equal(streamed.joint, whole.joint)
+    np.testing.assert_allclose(streamed.nce(), whole.nce(), rtol=1e-6)
+    np.testing.assert_allclose(streamed.linear_mse(l2=0.1), whole.linear_mse(l2=0.1), rtol=1e-4)
+    feats = np.asarray(_fn(params, jnp.asarray(x))["features"], np.float64)
+    np.testing.assert_allclose(
+        streamed.linear_mse(l2=0.1), jt.linear_mse(feats, np.eye(3)[y], l2=0.1), rtol=1e-4
+    )
+    np.testing.assert_allclose(streamed.nce(), jt.nce(np.asarray(whole_labels(params, x)), y), rtol=1e-5)
+
+
+def whole_labels(params, x):
+    return np.argmax(np.asarray(_fn(params, jnp.asarray(x))["logits"]), axis=1)
+
+
+def test_iterable_of_regression_batches_equals_arrays(setup):
+    params, x = setup
+    t = np.linspace(-1, 1, 46).reshape(23, 2).astype(np.float32)
+    batches = [(x[:10], t[:10]), (x[10:], t[10:])]
+    streamed = extract(_fn, iter(batches), params=params, batch_size=4).stats
+    whole = extract(_fn, x, params=params, batch_size=4, targets=t).stats
+    np.testing.assert_allclose(streamed.linear_mse(l2=0.1), whole.linear_mse(l2=0.1), rtol=1e-5)
+    assert streamed.joint is None
+
+
+def test_iterable_labels_need_the_class_count_and_stay_in_range(setup):
+    params, x = setup
+    y = np.arange(23) % 3
+    with pytest.raises(ValueError, match="num_target_classes is needed"):
+        extract(_fn, iter([(x, y)]), params=params)
+    with pytest.raises(ValueError, match=r"labels must lie in \[0, 2\)"):
+        extract(_fn, iter([(x, y)]), params=params, num_target_classes=2)
+    with pytest.raises(ValueError, match="every batch must hold integer class labels"):
+        extract(_fn, iter([(x[:5], y[:5]), (x[5:], y[5:] + 0.5)]), params=params, num_target_classes=3)
