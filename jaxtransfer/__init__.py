@@ -22,6 +22,7 @@ from .estimators import nce as nce
 from .estimators import nleep as nleep
 from .estimators import score_matrix as score_matrix
 from .estimators import shrinkage_hscore as shrinkage_hscore
+from .estimators import soft_nce as soft_nce
 from .estimators import transrate as transrate
 
 __version__ = "0.1.0"
@@ -71,5 +72,6 @@ __all__ = [
     "nleep",
     "score_matrix",
     "shrinkage_hscore",
+    "soft_nce",
     "transrate",
 ]

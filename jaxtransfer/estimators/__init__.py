@@ -28,6 +28,7 @@ from ._logme import logme as logme
 from ._logme import logme_details as logme_details
 from ._nleep import nleep as nleep
 from ._score_matrix import score_matrix as score_matrix
+from ._soft_nce import soft_nce as soft_nce
 from ._transrate import transrate as transrate
 
 __all__ = [
@@ -51,5 +52,6 @@ __all__ = [
     "nleep",
     "score_matrix",
     "shrinkage_hscore",
+    "soft_nce",
     "transrate",
 ]

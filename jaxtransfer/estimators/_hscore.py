@@ -11,14 +11,22 @@ float32 accurate on ill-conditioned features),
 
 so that both scores become
 
-    score = Σ_c ‖Σ_{i: yᵢ=c} Q[i]‖² / n_c,   Q = U diag(√g),
+    score = Σ_c Σ_j g_j (Σ_{i: yᵢ=c} U[i, j])² / n_c,
 
 with a spectral weight g_j ∈ [0, 1] per eigen-direction: g_j = 1 on the kept
 directions for the H-score (pseudo-inverse), and
 g_j = (1−α)λ_j / ((1−α)λ_j + α·m·n) for the shrinkage H-score. The score is a
 sum of squares with non-negative weights, so it is never negative, in any
-precision. Q depends on the source alone and is built once per source
+precision. U and g depend on the source alone and are built once per source
 (``prepare``); a target costs one one-hot matrix product (``finish``).
+
+Gradients: U comes from the spectrum's rank-fixed factorisation
+(:func:`jaxtransfer_kernels.safe_eigh`/``safe_svd``), and g multiplies the
+squared class sums (no √g, whose derivative is infinite at g = 0: a dropped
+direction, or α = 1), so ``jax.grad`` is finite for dead units, duplicated
+or constant columns and n < d. At a rank change (a column leaving zero) the
+exact derivative of the pseudo-inverse does not exist; the gradient is that
+of the score with the rank held fixed.
 """
 
 from __future__ import annotations
@@ -156,26 +164,29 @@ def ledoit_wolf_shrinkage(source: _Source) -> jax.Array:
     return jnp.where(ok, beta / jnp.where(ok, delta, 1), 0)
 
 
-def _class_energy(q, labels, mask, num_classes):
-    """Σ_c ‖Σ_{i: yᵢ=c} Q[i]‖² / n_c over the kept samples (empty classes add 0)."""
+def _class_energy(basis, weights, labels, mask, num_classes):
+    """Σ_c Σ_j g_j (Σ_{i: yᵢ=c} U[i, j])² / n_c over the kept samples (empty classes add 0)."""
     n = labels.shape[0]
-    w = sample_weights(n, mask, q.dtype)
+    w = sample_weights(n, mask, basis.dtype)
     classes = jnp.arange(num_classes, dtype=jnp.int32)
-    onehot = (labels.astype(jnp.int32)[:, None] == classes[None, :]).astype(q.dtype) * w[:, None]
-    sums = matmul(onehot.T, q)  # [C, m]
+    onehot = (labels.astype(jnp.int32)[:, None] == classes[None, :]).astype(basis.dtype) * w[:, None]
+    sums = matmul(onehot.T, basis)  # [C, m]
     counts = label_counts(labels, num_classes=num_classes, mask=mask)
     has = counts > 0
-    per_class = jnp.sum(sums * sums, axis=1) / jnp.where(has, counts, 1).astype(q.dtype)
+    per_class = jnp.sum(sums * sums * weights[None, :], axis=1) / jnp.where(has, counts, 1).astype(
+        basis.dtype
+    )
     return jnp.sum(jnp.where(has, per_class, 0))
 
 
 class _Prepared(NamedTuple):
-    q: jax.Array  # [n, m] U diag(√g)
+    basis: jax.Array  # [n, m] U (zero columns for dropped directions)
+    weights: jax.Array  # [m] the spectral weights g
     unresolved: jax.Array  # [] bool, the spectrum has directions the working precision cannot resolve
 
 
 def _finish(state, labels, mask, *, num_target_classes, **_):
-    return _class_energy(state.q, labels, mask, num_target_classes)
+    return _class_energy(state.basis, state.weights, labels, mask, num_target_classes)
 
 
 # ----------------------------------------------------------------------------- H-score
@@ -183,7 +194,8 @@ def _finish(state, labels, mask, *, num_target_classes, **_):
 
 def _prepare_hscore(features, mask, *, feature_mask, **_):
     spec = _source(features, mask, feature_mask).spectrum
-    return _Prepared(spec.basis, spec.unresolved)  # g = 1 on every kept direction: the pseudo-inverse
+    weights = spec.keep.astype(spec.basis.dtype)  # g = 1 on every kept direction: the pseudo-inverse
+    return _Prepared(spec.basis, weights, spec.unresolved)
 
 
 @register(
@@ -275,7 +287,7 @@ def _prepare_shrinkage(features, mask, *, feature_mask, **_):
     ok = den > 0
     g = jnp.where(ok, num / jnp.where(ok, den, 1), 0)
     # unresolved directions (σ² below 1e-8·σ_max²) are shrunk away unless α is about as small
-    return _Prepared(spec.basis * jnp.sqrt(g)[None, :], spec.unresolved & (alpha < 1e-6))
+    return _Prepared(spec.basis, g, spec.unresolved & (alpha < 1e-6))
 
 
 @register(

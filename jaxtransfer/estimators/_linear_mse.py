@@ -112,8 +112,17 @@ def linear_mse(features, targets, *, l2=1.0, mask=None) -> jax.Array:
       of float64 for condition numbers up to 1e4, any mean offset, feature
       scales from 1e-20 to 1e18, and nearly exact fits. Beyond that, at
       λ ≈ 0, an eager call warns (:class:`jaxtransfer.PrecisionWarning`).
-      Gradients are finite with a single λ > 0, and through the
-      factorisation while its singular values are distinct.
+      Gradients (``jax.grad`` in the features and targets) are finite at
+      every λ ≥ 0, rank-deficient features included (dead units, duplicated
+      or constant columns, n < d): the spectrum differentiates with the rank
+      held fixed (:func:`jaxtransfer_kernels.safe_eigh`/``safe_svd``). For
+      λ > 0 the objective is smooth and that is its exact derivative; at
+      λ = 0 the pseudo-inverse is not differentiable where the rank changes
+      (a zero column leaving zero), and the gradient is the derivative with
+      the null space held fixed. Which factorisation runs (Cholesky when
+      nλ ≥ √eps·tr(C), else the spectrum; chosen at run time) changes
+      neither the value nor the gradient: both compute the same smooth
+      function of the features (tested to 1e-9 in float64).
     """
     return run_pair(linear_mse.info, features, targets, mask, {"l2": l2})
 

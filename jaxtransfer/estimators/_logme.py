@@ -281,24 +281,23 @@ def _maximise(e, keep, z2, yperp2, count, tol, max_iter):
 
     init = (u0, lo, hi, d1, d2, alpha, beta, jnp.zeros((), jnp.int32), at_edge | ~used)
     u, _, _, _, _, alpha, beta, it, done = lax.while_loop(cond, body, init)
+    return u, alpha, beta, it, done & used, used
 
-    # the evidence at the reported (α, β), with m the posterior mean there:
-    # L = (n/2) log β − (n/2) log 2π − (β/2)‖y − Fm‖² − (α/2)‖m‖² − (1/2)Σ log(1 + eᵢ/t)
+
+def _evidence_at(u, alpha, beta, e, keep, z2, yperp2, count):
+    """The evidence per sample at a given (α, β), t = e^u = α/β, with m the posterior mean there:
+
+    L/n = [(n/2) log β − (n/2) log 2π − (β/2)‖y − Fm‖² − (α/2)‖m‖² − (1/2)Σ log(1 + eᵢ/t)] / n.
+
+    Smooth in the spectrum (e, z², ‖y_⊥‖²) at fixed (u, α, β): the envelope theorem makes its
+    derivative there the derivative of max L (:func:`_solve`).
+    """
     t, g, h, _, _, _, log_det, _, _ = _profile_terms(u, e, keep, z2, yperp2)
     m2 = jnp.sum(g * z2 / (t + e))  # ‖m‖² = Σ eᵢzᵢ²/(t + eᵢ)²
     r2 = jnp.sum(h * h * z2) + yperp2  # ‖y − Fm‖²
-    evidence = (
+    return (
         0.5 * count * (jnp.log(beta) - np.log(2 * np.pi)) - 0.5 * beta * r2 - 0.5 * alpha * m2 - 0.5 * log_det
     ) / count
-    nan = jnp.asarray(jnp.nan, dtype)
-    return (
-        jnp.where(used, evidence, nan),
-        jnp.where(used, alpha, nan),
-        jnp.where(used, beta, nan),
-        it,
-        done & used,
-        used,
-    )
 
 
 def _solve(spec: Spectrum, targets, mask, *, task, num_target_classes, max_iter, tol) -> LogMEDetails:
@@ -310,13 +309,28 @@ def _solve(spec: Spectrum, targets, mask, *, task, num_target_classes, max_iter,
     y = y * y_scale[None, :]
     z2, yperp2 = _projections(spec, y)
     e = spec.singular * spec.singular
-    solve = partial(_maximise, e, spec.keep, count=spec.count, tol=tol, max_iter=max_iter)
-    evidence, alpha, beta, it, converged, used = jax.vmap(solve, in_axes=(1, 0))(z2, yperp2)
+    # The maximiser (α, β) is found without derivatives (the iteration never enters a gradient) ...
+    stop = lax.stop_gradient
+    solve = partial(_maximise, stop(e), spec.keep, count=spec.count, tol=tol, max_iter=max_iter)
+    u, alpha, beta, it, converged, used = jax.vmap(solve, in_axes=(1, 0))(stop(z2), stop(yperp2))
     # y in the span of the features (to rounding) with fewer directions than samples: the evidence
     # grows without bound as α/β → 0 (β → ∞); report its supremum, +inf
     rank = jnp.sum(spec.keep, dtype=jnp.int32)
     noise = 16 * jnp.finfo(dtype).eps * max(n, d) ** 0.5
-    unbounded = used & (yperp2 <= noise**2 * jnp.sum(y * y, axis=0)) & (rank < spec.count)
+    unbounded = used & (stop(yperp2) <= noise**2 * jnp.sum(stop(y) ** 2, axis=0)) & (rank < spec.count)
+    # ... and the evidence is re-evaluated at that fixed (α, β), differentiably (envelope theorem:
+    # ∂L/∂α = ∂L/∂β = 0 at the maximum, so d(max L)/dF = ∂L/∂F there). Unused and unbounded columns
+    # get finite stand-ins (double where: their value is replaced below, their gradient is 0).
+    ok = used & ~unbounded
+    one = jnp.ones_like(alpha)
+    at = partial(_evidence_at, e=e, keep=spec.keep, count=spec.count)
+    evidence = jax.vmap(
+        lambda u_, a_, b_, z2_, p2_: at(u_, a_, b_, z2=z2_, yperp2=p2_), in_axes=(0, 0, 0, 1, 0)
+    )(jnp.where(ok, u, 0), jnp.where(ok, alpha, one), jnp.where(ok, beta, one), z2, jnp.where(ok, yperp2, 1))
+    nan = jnp.asarray(jnp.nan, dtype)
+    evidence = jnp.where(used, evidence, nan)
+    alpha = jnp.where(used, alpha, nan)
+    beta = jnp.where(used, beta, nan)
     evidence = jnp.where(unbounded, jnp.inf, evidence + jnp.log(y_scale))
     alpha = jnp.where(unbounded, jnp.nan, alpha * y_scale**2 / spec.scale**2)
     beta = jnp.where(unbounded, jnp.inf, beta * y_scale**2)
@@ -444,7 +458,19 @@ def logme(
       log(1 + σ²/t) with t = α/β ≫ σ², so LogME stays accurate there and does
       not warn.
 
-      Reverse-mode gradients are not available (``lax.while_loop``).
+      Gradients (forward and reverse mode, in the features and regression
+      targets) follow the envelope theorem: at the maximiser, ∂L/∂α =
+      ∂L/∂β = 0, so d(max L)/dF = ∂L/∂F with (α, β) held fixed. The
+      maximiser is found on ``stop_gradient``-ed statistics (no derivative
+      enters the ``lax.while_loop``), and the evidence is then re-evaluated
+      differentiably at that (α, β) from the spectrum, whose factorisation
+      differentiates with the rank held fixed
+      (:func:`jaxtransfer_kernels.safe_eigh`/``safe_svd``): finite for
+      dead units, duplicated or constant columns and n < d. The error is
+      O(``tol``) (the stationarity left at convergence). Where the evidence
+      is +inf (``unbounded``) the gradient is 0, by choice; where the
+      supremum lies at α/β → ∞ (the features explain nothing) it is the
+      gradient at the edge of the search, ≈ 0.
 
       A column that is zero on every kept sample (an absent class) has
       unbounded evidence; it is left out of the average.

@@ -12,6 +12,8 @@ from ._histogram import joint_histogram as joint_histogram
 from ._histogram import joint_histograms as joint_histograms
 from ._histogram import label_counts as label_counts
 from ._histogram import soft_joint_histogram as soft_joint_histogram
+from ._linalg import safe_eigh as safe_eigh
+from ._linalg import safe_svd as safe_svd
 from ._ridge import CrossStats as CrossStats
 from ._ridge import RidgeFactor as RidgeFactor
 from ._ridge import SourceStats as SourceStats
@@ -57,6 +59,8 @@ __all__ = [
     "ridge_factor",
     "ridge_objective",
     "ridge_objective_from_stats",
+    "safe_eigh",
+    "safe_svd",
     "sample_weights",
     "soft_joint_histogram",
     "source_stats",

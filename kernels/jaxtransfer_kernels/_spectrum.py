@@ -20,6 +20,11 @@ within about 1e-3 of float64 on the features real backbones produce:
   lose most of their digits. The accurate route takes the SVD of A itself,
   whose singular values carry an absolute error of about eps·σ_max.
 
+Gradients: both routes differentiate with the rank held fixed
+(:func:`jaxtransfer_kernels.safe_eigh`, :func:`jaxtransfer_kernels.safe_svd`),
+so dead units, duplicated or constant columns and n < d — repeated zero
+eigenvalues — give finite derivatives of U and σ on the kept directions.
+
 Route choice (``method="auto"``), per source and from the data, never per
 element: the Gram route is kept when its eigenvalues are all either above
 ``GRAM_RESOLUTION``·λ_max (resolved to ~eps/1e-3 relative) or provably zero —
@@ -43,6 +48,8 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 from jax import lax
+
+from ._linalg import safe_eigh, safe_svd
 
 __all__ = [
     "GRAM_RESOLUTION",
@@ -175,7 +182,7 @@ def _rank_bound(scaled: Scaled, center: bool) -> jax.Array:
 
 def _eigen(g):
     """Eigenvalues (clipped at 0) and eigenvectors of a Gram matrix, descending."""
-    e, vecs = jnp.linalg.eigh(g)
+    e, vecs = safe_eigh(g)  # finite derivatives on repeated (zero) eigenvalues: see _linalg
     return jnp.maximum(e[::-1], 0), vecs[:, ::-1]
 
 
@@ -194,7 +201,7 @@ def _by_gram(a, e, vecs, bound, cutoff_fraction):
 
 def _by_svd(a, bound):
     n, d = a.shape
-    u, s, _ = jnp.linalg.svd(a, full_matrices=False)
+    u, s, _ = safe_svd(a)
     eps = jnp.finfo(a.dtype).eps
     index = jnp.arange(s.shape[0])
     keep = (s > eps * max(n, d) ** 0.5 * s[0]) & (index < bound)
