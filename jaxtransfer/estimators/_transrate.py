@@ -132,8 +132,39 @@ def _check(source, target, options, lead) -> Checked:
         y = as_features("targets", target, lead=lead, allow_vector=True, what="k")
         n_y, classes = y.shape[-2], None
     check_same_samples("features", f.shape[-2], "targets", n_y)
-    static = {"weighting": weighting, "task": task, "bins": bins, "num_target_classes": classes}
+    rows = _class_rows(y, n_y, task, bins)
+    static = {
+        "weighting": weighting,
+        "task": task,
+        "bins": bins,
+        "num_target_classes": classes,
+        "class_rows": rows,
+    }
     return Checked(f, y, n_y, static, {"coef": _coefficient(opts["eps"], f.shape[-1], f.dtype)})
+
+
+def _class_rows(y, n: int, task: str, bins: int | None) -> int:
+    """A static bound on the rows of any one class (or bin): the size of the block whose singular
+    values each class costs. ``n`` when the targets are traced.
+
+    Classification: the largest class count over all targets, masks ignored (a mask only removes
+    rows). Regression: a bin of m kept values holds the samples whose minimum rank r lies in
+    [b·m/bins, (b+1)·m/bins), at most ⌈m/bins⌉ − 1 distinct ranks plus the largest group of tied
+    values g, so ⌈n/bins⌉ + g − 1. Rounded up to a multiple of ⌈n/16⌉, so that subsamples of
+    similar make-up share one compiled program.
+    """
+    if not is_concrete(y) or n == 0:
+        return n
+    values = np.asarray(y)
+    if task == "classification":
+        rows = values.reshape(-1, n)
+        largest = max(int(np.bincount(r).max()) for r in rows) if rows.size else 0
+    else:
+        columns = np.moveaxis(values.reshape(-1, n, values.shape[-1]), 1, -1)  # [.., k, n]
+        ties = max(int(np.unique(c, return_counts=True)[1].max()) for c in columns.reshape(-1, n))
+        largest = -(-n // bins) + ties - 1
+    step = -(-n // 16)
+    return int(min(n, -(-max(largest, 1) // step) * step))
 
 
 # ----------------------------------------------------------------------------- maths
@@ -161,23 +192,35 @@ def _root(coef, count, scale):
     return jnp.sqrt(coef / jnp.maximum(count, 1)) / scale
 
 
-def _conditional_rate(state, labels, mask, coef, num_classes, weighting):
-    """Σ_c w_c R(Z_c, ε) for integer labels [n]."""
+def _conditional_rate(state, labels, mask, coef, num_classes, weighting, class_rows):
+    """Σ_c w_c R(Z_c, ε) for integer labels [n].
+
+    The kept rows are sorted by class, so class c occupies rows
+    [start_c, start_c + n_c); each class's singular values come from a block of
+    ``class_rows`` ≥ n_c rows cut there (rows past n_c zeroed), not from all n
+    rows with the others zeroed: C blocks of n/C rows instead of C blocks of n.
+    """
     scaled = state.scaled
-    a = scaled.features
+    a = scaled.features  # masked rows are zero
     n_rows, d = a.shape
     dtype = a.dtype
-    w = sample_weights(n_rows, mask, dtype)
-    counts = label_counts(labels, num_classes=num_classes, mask=mask).astype(dtype)
-    labels = labels.astype(jnp.int32)
+    kept = sample_weights(n_rows, mask, dtype) > 0
+    counts = label_counts(labels, num_classes=num_classes, mask=mask)
+    key = jnp.where(kept, labels.astype(jnp.int32), num_classes)  # masked rows last
+    order = jnp.argsort(key, stable=True)
+    padded = jnp.concatenate([a[order], jnp.zeros((class_rows, d), dtype)])
+    starts = jnp.cumsum(counts) - counts
+    within = jnp.arange(class_rows)
 
     def rate(c):
-        rows = ((labels == c).astype(dtype) * w)[:, None]
-        bound = counts[c].astype(jnp.int32)  # Z_c has n_c rows (not re-centred)
-        return half_logdet_identity_plus(a * rows, _root(coef, counts[c], scaled.scale), bound)
+        block = lax.dynamic_slice_in_dim(padded, starts[c], class_rows, axis=0)
+        block = jnp.where((within < counts[c])[:, None], block, 0)
+        root = _root(coef, counts[c].astype(dtype), scaled.scale)
+        return half_logdet_identity_plus(block, root, counts[c])  # Z_c has n_c rows (not re-centred)
 
-    batch = max(1, min(num_classes, _CLASS_BLOCK_ELEMENTS // (n_rows * d)))
+    batch = max(1, min(num_classes, _CLASS_BLOCK_ELEMENTS // max(class_rows * d, 1)))
     rates = lax.map(rate, jnp.arange(num_classes, dtype=jnp.int32), batch_size=batch)
+    counts = counts.astype(dtype)
     present = counts > 0
     if weighting == "proportional":
         weights = counts / jnp.maximum(scaled.count, 1)
@@ -212,14 +255,14 @@ def quantile_bins(values, mask, bins: int) -> jax.Array:
     return jnp.minimum((bins * rank) // count, bins - 1).astype(jnp.int32)
 
 
-def _finish(state, target, mask, *, coef, weighting, task, bins, num_target_classes):
+def _finish(state, target, mask, *, coef, weighting, task, bins, num_target_classes, class_rows):
     rate = state.rate
     if task == "classification":
-        return rate - _conditional_rate(state, target, mask, coef, num_target_classes, weighting)
+        return rate - _conditional_rate(state, target, mask, coef, num_target_classes, weighting, class_rows)
 
     def per_output(values):
         labels = quantile_bins(values, mask, bins)
-        return rate - _conditional_rate(state, labels, mask, coef, bins, weighting)
+        return rate - _conditional_rate(state, labels, mask, coef, bins, weighting, class_rows)
 
     return jnp.mean(jax.vmap(per_output, in_axes=1)(target))
 

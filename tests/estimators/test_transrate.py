@@ -261,6 +261,31 @@ def test_mask_equals_dropping_rows(rng, n, d, c):
     close(transrate(f2, y, mask=keep), transrate_ref(f[keep].astype(np.float32), y[keep]))
 
 
+def test_class_block_bounds_every_class_under_any_mask(rng):
+    """Each class's singular values come from a block of ``_class_rows`` rows: it must hold every
+    class (classification) and every quantile bin (regression, ties included) under any mask."""
+    n, bins = 90, 4
+    labels = np.repeat([0, 1, 2], [70, 15, 5])
+    values = np.round(rng.normal(size=(n, 2)), 1)  # heavy ties
+    rows = _transrate._class_rows(labels, n, "classification", None)
+    rows_reg = _transrate._class_rows(values, n, "regression", bins)
+    assert rows >= 70 and rows_reg < n
+    for _ in range(50):
+        keep = rng.random(n) < rng.uniform(0.3, 1.0)
+        assert np.bincount(labels[keep]).max() <= rows
+        for v in values[keep].T:
+            assert np.bincount(bins_ref(v, bins)).max() <= rows_reg
+    f, _ = data(rng, n, 6, 3, np.float64)
+    keep = rng.random(n) < 0.6
+    with x64():
+        close(
+            transrate(f, values, task="regression", bins=bins, mask=keep),
+            regression_ref(f[keep], values[keep], bins),
+            np.float64,
+        )
+        close(transrate(f, labels, mask=keep), transrate_ref(f[keep], labels[keep]), np.float64)
+
+
 def test_score_matrix_equals_loop(rng):
     s_count, t_count, n, d, c = 3, 4, 24, 5, 3
     sources = (rng.normal(size=(s_count, n, d)) + 2).astype(np.float32)
