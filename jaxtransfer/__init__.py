@@ -38,6 +38,7 @@ _SUBMODULES = (
     "models",
     "sources",
     "sprites",
+    "streaming",
     "transfer",
     "zoo",
 )

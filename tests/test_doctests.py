@@ -15,6 +15,7 @@ MODULES = [
     "jaxtransfer.estimators._nleep",
     "jaxtransfer.estimators._score_matrix",
     "jaxtransfer.estimators._soft_nce",
+    "jaxtransfer.estimators._streaming",
     "jaxtransfer.estimators._transrate",
     "jaxtransfer.features",
     "jaxtransfer.models.zoo",

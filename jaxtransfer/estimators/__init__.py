@@ -29,14 +29,42 @@ from ._logme import logme_details as logme_details
 from ._nleep import nleep as nleep
 from ._score_matrix import score_matrix as score_matrix
 from ._soft_nce import soft_nce as soft_nce
+from ._streaming import ClassGramStats as ClassGramStats
+from ._streaming import ClassStats as ClassStats
+from ._streaming import CountStats as CountStats
+from ._streaming import LeepStats as LeepStats
+from ._streaming import LinearStats as LinearStats
+from ._streaming import Streaming as Streaming
+from ._streaming import TwoPassStreaming as TwoPassStreaming
+from ._streaming import all_reduce as all_reduce
+from ._streaming import merge as merge
+from ._streaming import stream_conditional_entropy as stream_conditional_entropy
+from ._streaming import stream_gbc as stream_gbc
+from ._streaming import stream_hardness as stream_hardness
+from ._streaming import stream_hscore as stream_hscore
+from ._streaming import stream_label_mse as stream_label_mse
+from ._streaming import stream_leep as stream_leep
+from ._streaming import stream_linear_mse as stream_linear_mse
+from ._streaming import stream_logme as stream_logme
+from ._streaming import stream_nce as stream_nce
+from ._streaming import stream_shrinkage_hscore as stream_shrinkage_hscore
+from ._streaming import stream_transrate as stream_transrate
 from ._transrate import transrate as transrate
 
 __all__ = [
     "MAX_INFERRED_CLASSES",
     "MAX_TABLE_CELLS",
+    "ClassGramStats",
+    "ClassStats",
+    "CountStats",
     "EstimatorInfo",
+    "LeepStats",
+    "LinearStats",
     "LogMEDetails",
     "PrecisionWarning",
+    "Streaming",
+    "TwoPassStreaming",
+    "all_reduce",
     "available_estimators",
     "conditional_entropy",
     "gbc",
@@ -48,10 +76,22 @@ __all__ = [
     "linear_mse",
     "logme",
     "logme_details",
+    "merge",
     "nce",
     "nleep",
     "score_matrix",
     "shrinkage_hscore",
     "soft_nce",
+    "stream_conditional_entropy",
+    "stream_gbc",
+    "stream_hardness",
+    "stream_hscore",
+    "stream_label_mse",
+    "stream_leep",
+    "stream_linear_mse",
+    "stream_logme",
+    "stream_nce",
+    "stream_shrinkage_hscore",
+    "stream_transrate",
     "transrate",
 ]

@@ -51,14 +51,22 @@ def _class_moments(z, y, mask, num_classes):
 
 def _finish(state, y, mask, *, num_target_classes, **_):
     present, means, var = _class_moments(state.scores, y, mask, num_target_classes)
-    v = jnp.maximum(var, state.floor)  # [C, k]
+    return gbc_from_moments(present, means, var, state.floor)
+
+
+def gbc_from_moments(present, means, var, floor) -> jax.Array:
+    """GBC from per-class presence [C], means [C, k] and variances [C, k] in PCA space (traceable).
+
+    Variances are floored at ``floor``; shared with the streamed route (:mod:`jaxtransfer.streaming`).
+    """
+    v = jnp.maximum(var, floor)  # [C, k]
     log_v = jnp.log(v)
     avg = 0.5 * (v[:, None, :] + v[None, :, :])  # Σ = (Σ_i + Σ_j)/2, [C, C, k]
     diff = means[:, None, :] - means[None, :, :]
     mahalanobis = jnp.sum(diff * diff / avg, axis=-1)
     log_det_ratio = jnp.sum(jnp.log(avg) - 0.5 * (log_v[:, None, :] + log_v[None, :, :]), axis=-1)
     distance = 0.125 * mahalanobis + 0.5 * log_det_ratio  # D_B, [C, C]
-    c = num_target_classes
+    c = present.shape[0]
     pairs = present[:, None] & present[None, :] & ~jnp.eye(c, dtype=bool)
     return -jnp.sum(jnp.where(pairs, jnp.exp(-distance), 0))
 

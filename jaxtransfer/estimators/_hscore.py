@@ -140,6 +140,18 @@ def _source(features, mask=None, feature_mask=None) -> _Source:
 def ledoit_wolf_shrinkage(source: _Source) -> jax.Array:
     """The Ledoit–Wolf shrinkage α of scikit-learn's ``ledoit_wolf_shrinkage``, from a spectrum.
 
+    See :func:`ledoit_wolf_from_moments`, which this calls with the spectrum's
+    σ², its rank, tr C = ‖F_c‖²_F and Σᵢ ‖xᵢ‖⁴.
+    """
+    spec = source.spectrum
+    e = spec.singular * spec.singular
+    trace = jnp.sum(spec.features * spec.features)
+    return ledoit_wolf_from_moments(e, spec.keep, trace, source.fourth, spec.count, source.dims)
+
+
+def ledoit_wolf_from_moments(eigvals, keep, trace, fourth, count, dims) -> jax.Array:
+    """Ledoit–Wolf α from the centred Gram matrix's eigenvalues and the fourth moment (traceable).
+
     With the centred samples xᵢ, S = (1/n) Σ xᵢxᵢᵀ, m = tr(S)/p:
 
         δ = ‖S − m·I‖²_F / p,   β = (Σᵢ ‖xᵢ‖⁴ / n − ‖S‖²_F) / (p·n),
@@ -150,18 +162,36 @@ def ledoit_wolf_shrinkage(source: _Source) -> jax.Array:
     Σ_j (λ_j − m)² = Σ_j ((λ_j − m)² − m²) + p·m² (the p − rank zero
     eigenvalues each add m²), which keeps its digits when S is nearly
     isotropic (the expanded form ‖S‖² − p·m² does not).
+
+    Args:
+      eigvals: [m] eigenvalues σ_j² of C = F_cᵀF_c (not divided by n).
+      keep: [m] bool, the direction counts in the rank.
+      trace: [] tr C.
+      fourth: [] Σᵢ ‖xᵢ‖⁴ over the centred samples (in the units of ``eigvals``' square root).
+      count: [] n.
+      dims: [] p, the number of feature columns.
     """
-    spec = source.spectrum
-    n = jnp.maximum(spec.count, 1)
-    p = source.dims
-    e = spec.singular * spec.singular / n
-    m = jnp.sum(spec.features * spec.features) / n / jnp.maximum(p, 1)
-    delta = (jnp.sum(jnp.where(spec.keep, (e - m) ** 2 - m * m, 0)) + p * m * m) / jnp.maximum(p, 1)
+    n = jnp.maximum(count, 1)
+    p = dims
+    e = eigvals / n
+    m = trace / n / jnp.maximum(p, 1)
+    delta = (jnp.sum(jnp.where(keep, (e - m) ** 2 - m * m, 0)) + p * m * m) / jnp.maximum(p, 1)
     frobenius = jnp.sum(e * e)
-    beta = (source.fourth / n - frobenius) / (p * n)
+    beta = (fourth / n - frobenius) / (p * n)
     beta = jnp.clip(beta, 0, jnp.maximum(delta, 0))
     ok = (delta > 0) & (p > 1)
     return jnp.where(ok, beta / jnp.where(ok, delta, 1), 0)
+
+
+def shrinkage_weights(eigvals, alpha, trace, dims) -> jax.Array:
+    """The spectral weights g_j = (1−α)λ_j / ((1−α)λ_j + α·tr(C)/p) of the shrinkage H-score.
+
+    ``eigvals`` are the eigenvalues λ_j of C = F_cᵀF_c (0 for dropped directions).
+    """
+    num = (1 - alpha) * eigvals
+    den = num + alpha * trace / jnp.maximum(dims, 1)  # α·m·n
+    ok = den > 0
+    return jnp.where(ok, num / jnp.where(ok, den, 1), 0)
 
 
 def _class_energy(basis, weights, labels, mask, num_classes):
@@ -281,11 +311,7 @@ def _prepare_shrinkage(features, mask, *, feature_mask, **_):
     spec = source.spectrum
     alpha = ledoit_wolf_shrinkage(source)
     lam = spec.singular * spec.singular
-    target = jnp.sum(spec.features * spec.features) / jnp.maximum(source.dims, 1)  # m·n
-    num = (1 - alpha) * lam
-    den = num + alpha * target
-    ok = den > 0
-    g = jnp.where(ok, num / jnp.where(ok, den, 1), 0)
+    g = shrinkage_weights(lam, alpha, jnp.sum(spec.features * spec.features), source.dims)
     # unresolved directions (σ² below 1e-8·σ_max²) are shrunk away unless α is about as small
     return _Prepared(spec.basis, g, spec.unresolved & (alpha < 1e-6))
 

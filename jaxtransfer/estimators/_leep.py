@@ -71,15 +71,23 @@ def leep_from_probabilities(theta, y, mask, *, num_target_classes, **_):
     n = y.shape[0]
     w = sample_weights(n, mask, theta.dtype)
     joint = soft_joint_histogram(theta, y, num_y=num_target_classes, mask=mask)  # [Cz, Cy], n·P̂(z, y)
+    return jnp.sum(leep_log_terms(theta, y, leep_conditional(joint), w)) / jnp.sum(w)
+
+
+def leep_conditional(joint) -> jax.Array:
+    """P̂(y | z) [Cz, Cy] from the soft joint counts n·P̂(z, y); 0 for a source class with no mass."""
     marginal = jnp.sum(joint, axis=1, keepdims=True)  # n·P̂(z)
     has_mass = marginal > 0
-    cond = jnp.where(has_mass, joint / jnp.where(has_mass, marginal, 1), 0)  # P̂(y | z); 0 for empty z
-    expected = matmul(theta, cond)  # [n, Cy]
+    return jnp.where(has_mass, joint / jnp.where(has_mass, marginal, 1), 0)
+
+
+def leep_log_terms(theta, y, conditional, w) -> jax.Array:
+    """wᵢ·log Σ_z P̂(yᵢ|z) θ_z(xᵢ) per sample [n] (0 for masked samples and zero likelihoods)."""
+    expected = matmul(theta, conditional)  # [n, Cy]
     # Σ_z P̂(y|z)θ_z(x) is a probability: at most 1, whatever the rounding (LEEP ≤ 0 exactly)
     picked = jnp.minimum(jnp.take_along_axis(expected, y[:, None], axis=1)[:, 0], 1)
     keep = (w > 0) & (picked > 0)
-    log_eep = jnp.where(keep, jnp.log(jnp.where(keep, picked, 1)), 0)
-    return jnp.sum(w * log_eep) / jnp.sum(w)
+    return w * jnp.where(keep, jnp.log(jnp.where(keep, picked, 1)), 0)
 
 
 @register(

@@ -308,22 +308,56 @@ def _solve(spec: Spectrum, targets, mask, *, task, num_target_classes, max_iter,
     y_scale = jax.vmap(power_of_two_scale)(jnp.max(jnp.abs(y), axis=0))
     y = y * y_scale[None, :]
     z2, yperp2 = _projections(spec, y)
-    e = spec.singular * spec.singular
+    noise = 16 * jnp.finfo(dtype).eps * max(n, d) ** 0.5
+    return logme_from_spectrum(
+        spec.singular * spec.singular,
+        spec.keep,
+        z2,
+        yperp2,
+        count=spec.count,
+        residual_floor=noise**2 * jnp.sum(lax.stop_gradient(y) ** 2, axis=0),
+        y_scale=y_scale,
+        feature_scale=spec.scale,
+        tol=tol,
+        max_iter=max_iter,
+    )
+
+
+def logme_from_spectrum(
+    e, keep, z2, yperp2, *, count, residual_floor, y_scale, feature_scale, tol, max_iter
+) -> LogMEDetails:
+    """LogME from the spectrum: the maximisation and the evidence for every column (traceable).
+
+    Shared by the whole-array route (:func:`_solve`) and the streamed statistics
+    (:mod:`jaxtransfer.streaming`, which gets the same quantities from FᵀF, Fᵀy and ‖y‖²).
+
+    Args:
+      e: [m] eigenvalues σᵢ² of FᵀF (or of the kernel FFᵀ), in the units of the scaled features.
+      keep: [m] bool, the direction counts in the rank.
+      z2: [m, k] (Uᵀy)² of the scaled columns y·y_scale.
+      yperp2: [k] ‖y − UUᵀy‖² of the scaled columns.
+      count: [] n, the number of samples.
+      residual_floor: [k] a column whose ``yperp2`` is at most this lies in the span of the
+        features (to rounding): its evidence is unbounded when rank < n.
+      y_scale: [k] the columns' scale c (the evidence per sample shifts by log c).
+      feature_scale: [] the features' scale (α is reported in the input's units).
+      tol, max_iter: as :func:`logme`.
+    """
+    dtype = e.dtype
     # The maximiser (α, β) is found without derivatives (the iteration never enters a gradient) ...
     stop = lax.stop_gradient
-    solve = partial(_maximise, stop(e), spec.keep, count=spec.count, tol=tol, max_iter=max_iter)
+    solve = partial(_maximise, stop(e), keep, count=count, tol=tol, max_iter=max_iter)
     u, alpha, beta, it, converged, used = jax.vmap(solve, in_axes=(1, 0))(stop(z2), stop(yperp2))
     # y in the span of the features (to rounding) with fewer directions than samples: the evidence
     # grows without bound as α/β → 0 (β → ∞); report its supremum, +inf
-    rank = jnp.sum(spec.keep, dtype=jnp.int32)
-    noise = 16 * jnp.finfo(dtype).eps * max(n, d) ** 0.5
-    unbounded = used & (stop(yperp2) <= noise**2 * jnp.sum(stop(y) ** 2, axis=0)) & (rank < spec.count)
+    rank = jnp.sum(keep, dtype=jnp.int32)
+    unbounded = used & (stop(yperp2) <= stop(residual_floor)) & (rank < count)
     # ... and the evidence is re-evaluated at that fixed (α, β), differentiably (envelope theorem:
     # ∂L/∂α = ∂L/∂β = 0 at the maximum, so d(max L)/dF = ∂L/∂F there). Unused and unbounded columns
     # get finite stand-ins (double where: their value is replaced below, their gradient is 0).
     ok = used & ~unbounded
     one = jnp.ones_like(alpha)
-    at = partial(_evidence_at, e=e, keep=spec.keep, count=spec.count)
+    at = partial(_evidence_at, e=e, keep=keep, count=count)
     evidence = jax.vmap(
         lambda u_, a_, b_, z2_, p2_: at(u_, a_, b_, z2=z2_, yperp2=p2_), in_axes=(0, 0, 0, 1, 0)
     )(jnp.where(ok, u, 0), jnp.where(ok, alpha, one), jnp.where(ok, beta, one), z2, jnp.where(ok, yperp2, 1))
@@ -332,7 +366,7 @@ def _solve(spec: Spectrum, targets, mask, *, task, num_target_classes, max_iter,
     alpha = jnp.where(used, alpha, nan)
     beta = jnp.where(used, beta, nan)
     evidence = jnp.where(unbounded, jnp.inf, evidence + jnp.log(y_scale))
-    alpha = jnp.where(unbounded, jnp.nan, alpha * y_scale**2 / spec.scale**2)
+    alpha = jnp.where(unbounded, jnp.nan, alpha * y_scale**2 / feature_scale**2)
     beta = jnp.where(unbounded, jnp.inf, beta * y_scale**2)
     n_used = jnp.sum(used.astype(dtype))
     score = jnp.sum(jnp.where(used, evidence, 0)) / jnp.where(n_used > 0, n_used, jnp.nan)
