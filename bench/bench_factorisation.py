@@ -26,6 +26,7 @@ import jax
 import numpy as np
 
 import jaxtransfer as jt
+from jaxtransfer.apps.reproduce import code_version
 
 
 def _timeit(fn, repeats: int) -> dict:
@@ -126,6 +127,8 @@ def main(argv=None):
     rows += estimators(sizes, sources, targets, max(2, repeats // 2), rng)
     report = {
         "benchmark": "factorisation",
+        "config": {"tiny": args.tiny, "estimators_only": args.estimators_only, "seed": 0},
+        "code": code_version(),
         "environment": {
             "jax": jax.__version__,
             "device": jax.devices()[0].device_kind,

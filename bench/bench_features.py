@@ -92,10 +92,16 @@ def run(tiny, count, batch, repeats, models, pretrained, device_only=True, out_p
         if tiny
         else [(m, count, batch, repeats, pretrained, None) for m in models]
     )
+    fields = ("model", "count", "batch", "repeats", "pretrained", "size")
+    config = {
+        "cases": [dict(zip(fields, c, strict=True)) for c in cases],
+        "device_only": device_only,
+        "seed": 0,
+    }
     for name, *args in cases:
         results.append(_case(name, *args, device_only=device_only))
         _print_row(results[-1])
-        out = report(results, tiny)
+        out = report(results, tiny, config)
         out["what"] = (
             "images per second through features.extract (features + logits kept), vs an nnx.jit loop"
         )

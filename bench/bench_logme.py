@@ -150,7 +150,7 @@ def run(tiny: bool, repeats: int) -> dict:
     else:
         sizes, r, br = (16, 20, 2000, 256), repeats, 3
     results = [bench_logme("logme_binary", *sizes, r, br, rng)]
-    return report(results, tiny)
+    return report(results, tiny, {"repeats": r, "seed": 0})
 
 
 def main(argv=None) -> int:

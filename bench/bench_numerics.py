@@ -34,6 +34,7 @@ import jax
 import numpy as np
 
 import jaxtransfer as jt
+from jaxtransfer.apps.reproduce import code_version
 
 KEY = 0
 TOLERANCE = 1e-3
@@ -225,6 +226,8 @@ def main(argv=None):
         "benchmark": "numerics",
         "tolerance": TOLERANCE,
         "quick": args.quick,
+        "seed": args.seed,
+        "code": code_version(),
         "environment": {
             "jax": jax.__version__,
             "device": jax.devices()[0].device_kind,

@@ -6,7 +6,8 @@ to quote is the ratio. jaxtransfer is timed as a compiled executable
 a warm-up, each repetition ending in ``jax.block_until_ready``; medians and
 quartiles are reported. The eager call (with its input validation) is timed too.
 
-    python bench/bench_speed.py --out bench/results/speed.json
+    python bench/bench_speed.py --out jaxtransfer-output/bench/speed.json   # make bench (git-ignored)
+    python bench/bench_speed.py --out bench/results/speed.json    # make bench-results: the committed figures
     python bench/bench_speed.py --tiny --out /tmp/smoke.json    # seconds; part of the tests
 
 Cases (the foundation issue's targets):
@@ -34,6 +35,7 @@ import jaxtransfer_kernels as jk
 import numpy as np
 
 import jaxtransfer as jt
+from jaxtransfer.apps.reproduce import code_version
 
 
 def _timeit(fn, repeats: int, warmup: int = 1) -> dict:
@@ -254,12 +256,15 @@ def run(tiny: bool, repeats: int, only: list[str] | None = None) -> dict:
         "histogram_methods",
     ]
     results = [case() for name, case in zip(names, cases, strict=True) if not only or name in only]
-    return report(results, tiny)
+    return report(results, tiny, {"repeats": r, "only": only, "seed": 0})
 
 
-def report(results: list[dict], tiny: bool) -> dict:
-    """The JSON report: the results with the device, versions and dtype they were measured on."""
+def report(results: list[dict], tiny: bool, config: dict | None = None) -> dict:
+    """The JSON report: the results with the settings that ran them (``config``: repeats, cases, seed),
+    the code version (jaxtransfer version, git commit) and the device, versions and dtype."""
     return {
+        "config": config or {},
+        "code": code_version(),
         "device": str(jax.devices()[0]),
         "platform": jax.default_backend(),
         "jax": jax.__version__,

@@ -23,6 +23,7 @@ import numpy as np
 from flax import nnx
 
 from jaxtransfer import zoo
+from jaxtransfer.apps.reproduce import code_version
 
 
 def _torch_reference(name: str, weights: dict):
@@ -78,6 +79,7 @@ def run() -> dict:
         })  # fmt: skip
         print(json.dumps(rows[-1]), flush=True)
     return {
+        "code": code_version(),
         "device": str(jax.devices()[0]),
         "jax": jax.__version__,
         "torch": torch.__version__,

@@ -1,11 +1,47 @@
 """A tiny-size run of the speed benchmark, so that it cannot rot."""
 
 import json
+import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
+import jaxtransfer
+
 ROOT = Path(__file__).resolve().parents[1]
+
+
+def _git(*args: str) -> str | None:
+    """``git <args>``'s output at the repository root; None without git or outside a checkout of it."""
+    if shutil.which("git") is None:
+        return None
+    top = subprocess.run(["git", "rev-parse", "--show-toplevel"], cwd=ROOT, capture_output=True, text=True)
+    if top.returncode or Path(top.stdout.strip()).resolve() != ROOT:
+        return None
+    return subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True).stdout.strip()
+
+
+def _recipe(target: str) -> str:
+    """The commands of a Makefile target."""
+    text = (ROOT / "Makefile").read_text()
+    found = re.search(rf"^{re.escape(target)}:.*\n((?:\t.*\n)+)", text, flags=re.M)
+    assert found, f"no target {target} in the Makefile"
+    return found.group(1)
+
+
+def test_make_bench_writes_outside_the_tracked_results():
+    if _git("rev-parse", "HEAD") is None:
+        pytest.skip("not in a git checkout")
+    outs = re.findall(r"--out (\S+)", _recipe("bench"))
+    assert outs
+    for out in outs:
+        assert _git("ls-files", "--", out) == "", f"make bench overwrites the tracked {out}"
+        assert _git("check-ignore", out), f"make bench writes {out}, which git does not ignore"
+    # the committed figures are rewritten only on request
+    assert "--out bench/results/speed.json" in _recipe("bench-results")
 
 
 def test_speed_benchmark_smoke(tmp_path):
@@ -17,6 +53,9 @@ def test_speed_benchmark_smoke(tmp_path):
         timeout=300,
     )
     report = json.loads(out.read_text())
+    assert report["config"] == {"repeats": 1, "only": None, "seed": 0} and report["tiny"] is True
+    assert report["code"]["jaxtransfer"] == jaxtransfer.__version__
+    assert report["code"]["commit"] == (_git("rev-parse", "HEAD") or "unknown")
     cases = {row["case"]: row for row in report["results"]}
     assert {"linear_mse_ridge", "nce_binary", "nce_10class", "nce_1000x100", "leep"} <= set(cases)
     for row in report["results"]:

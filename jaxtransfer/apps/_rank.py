@@ -24,8 +24,10 @@ import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
+from flax import nnx
 
 from .. import evaluation, features, models, transfer
 from .._io import read_npz
@@ -34,13 +36,18 @@ from ..datasets import digits_attribute_tasks, load_digits
 from ..estimators import MAX_INFERRED_CLASSES, available_estimators, get_estimator, score_matrix
 
 __all__ = [
+    "PICK_PREFERENCE",
+    "FewPairsWarning",
     "NotComputedWarning",
+    "Pick",
     "RankResult",
     "SourceSpec",
+    "as_sources",
     "default_dataset",
     "load_dataset",
     "rank",
     "ranking_estimators",
+    "subsample",
 ]
 
 
@@ -50,10 +57,16 @@ class NotComputedWarning(RuntimeWarning):
 
 @dataclass(frozen=True)
 class SourceSpec:
-    """A candidate source: a zoo backbone or a saved model file, and which layer (None: penultimate)."""
+    """A candidate source: a zoo backbone, a saved model file or a module, and its layer (None: penultimate).
+
+    ``model`` names it (a zoo name, a file path, or the name given to an
+    in-memory ``module``); ``module`` is the Flax NNX module itself when the
+    source is not loaded by name.
+    """
 
     model: str
     layer: str | None = None
+    module: Any = field(default=None, compare=False, repr=False)
 
     @property
     def name(self) -> str:
@@ -61,10 +74,87 @@ class SourceSpec:
 
     @classmethod
     def parse(cls, text: str) -> SourceSpec:
+        """``NAME``, ``NAME:LAYER``, ``FILE.npz`` or ``FILE.npz:LAYER`` (an existing path is never split)."""
+        if not isinstance(text, str):
+            raise TypeError(f"source: expected a string NAME[:LAYER], got {type(text).__name__}")
         model, _, layer = text.partition(":") if not Path(text).exists() else (text, "", "")
         if not model:
             raise ValueError(f"source {text!r}: expected NAME, NAME:LAYER, FILE.npz or FILE.npz:LAYER")
         return cls(model, layer or None)
+
+
+def as_sources(sources) -> list[SourceSpec]:
+    """``sources`` as :class:`SourceSpec`: each a spec, a string (:meth:`SourceSpec.parse`), a path,
+    a Flax NNX module (named by its ``name`` attribute or its class), or a ``(name, module)`` pair.
+
+    Raises:
+      TypeError: an item of none of these kinds.
+      ValueError: no sources, or two sources with the same name.
+    """
+    if isinstance(sources, (str, Path, nnx.Module, SourceSpec)):
+        sources = [sources]
+    specs = []
+    for item in sources:
+        if isinstance(item, SourceSpec):
+            specs.append(item)
+        elif isinstance(item, str):
+            specs.append(SourceSpec.parse(item))
+        elif isinstance(item, Path):
+            specs.append(SourceSpec(str(item)))
+        elif isinstance(item, nnx.Module):
+            specs.append(SourceSpec(str(getattr(item, "name", None) or type(item).__name__), module=item))
+        elif isinstance(item, tuple) and len(item) == 2 and isinstance(item[1], nnx.Module):
+            specs.append(SourceSpec(str(item[0]), module=item[1]))
+        else:
+            raise TypeError(
+                "sources: each source must be a zoo name or 'NAME:LAYER', a saved-model path, a Flax NNX "
+                f"module or a (name, module) pair; got {type(item).__name__}"
+            )
+    if not specs:
+        raise ValueError("sources: give at least one source")
+    names = [s.name for s in specs]
+    twice = sorted({n for n in names if names.count(n) > 1})
+    if twice:
+        raise ValueError(f"sources: two sources share the name {twice[0]!r}; give modules as (name, module)")
+    return specs
+
+
+@dataclass(frozen=True)
+class Pick:
+    """The recommended source for one target task.
+
+    Attributes:
+      target: the target task's name.
+      source: the recommended source (the highest ``estimator`` score).
+      estimator: the estimator whose scores ranked the sources.
+      runner_up: the second-best source by that estimator (None with one source).
+      margin: the pick's score less the runner-up's, in the estimator's units.
+      support: the share of random subsamples of 80% of the images (the
+        estimator recomputed on each) that keep this pick; NaN without
+        resamples.
+      agree: how many estimators also score this source highest.
+      voters: how many estimators scored at least two sources on this target.
+      best: the source with the highest measured transfer (None without
+        ground truth).
+      regret: best's accuracy less the pick's (0 when the pick was right;
+        NaN without ground truth).
+    """
+
+    target: str
+    source: str
+    estimator: str
+    runner_up: str | None
+    margin: float
+    support: float
+    agree: int
+    voters: int
+    best: str | None = None
+    regret: float = float("nan")
+
+    @property
+    def right(self) -> bool | None:
+        """Whether the pick had the highest measured transfer (None without ground truth)."""
+        return None if self.best is None else self.regret <= 0
 
 
 @dataclass
@@ -83,6 +173,9 @@ class RankResult:
         estimator that returned NaN or infinity). Every requested estimator
         is in ``scores``, computed or not.
       estimator_seconds: estimator -> seconds of its scores stage.
+      picks: the answer, one :class:`Pick` per target (empty when the
+        ranking estimator scored fewer than one source).
+      pick_by: the estimator that ranked the sources for :attr:`picks`.
     """
 
     sources: list[str]
@@ -94,6 +187,8 @@ class RankResult:
     timings: dict[str, float]
     not_computed: dict[str, dict[str, str]] = field(default_factory=dict)
     estimator_seconds: dict[str, float] = field(default_factory=dict)
+    picks: list[Pick] = field(default_factory=list)
+    pick_by: str | None = None
 
 
 def _check_dataset(images, labels, names, what):
@@ -172,21 +267,61 @@ def load_dataset(path: str | Path, *, what: str = "path") -> tuple[np.ndarray, n
     return _check_dataset(arrays["images"], arrays["labels"], names, f"{what} {path}")
 
 
-def default_dataset(max_samples: int | None = None) -> tuple[np.ndarray, np.ndarray, list[str]]:
+def subsample(images, targets, max_samples: int, *, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """A seeded stratified sample of ``max_samples`` images and their labels ([T, N] -> [T, m]).
+
+    The strata are the distinct label combinations over all T tasks. Each
+    keeps its share of the sample (largest remainders for the rounding), and
+    at least one image while the sample has room for every stratum, so that
+    rare classes are not lost the way they are in the first N rows. Images
+    keep their original order. With ``max_samples >= N``, everything is
+    returned unchanged.
+    """
+    n = images.shape[0]
+    if max_samples >= n:
+        return images, targets
+    _, stratum = np.unique(targets.T, axis=0, return_inverse=True)
+    stratum = stratum.ravel()
+    sizes = np.bincount(stratum)
+    share = sizes * max_samples / n
+    take = np.floor(share).astype(int)
+    if len(sizes) <= max_samples:
+        take = np.maximum(take, 1)
+    while take.sum() < max_samples:  # largest remainders first, never beyond a stratum's size
+        room = np.flatnonzero(take < sizes)
+        room = room[np.argsort(-(share[room] - take[room]), kind="stable")]
+        take[room[: max_samples - int(take.sum())]] += 1
+    while take.sum() > max_samples:  # the minimum of one pushed the total over: trim the largest
+        take[np.argmax(take)] -= 1
+    rng = np.random.default_rng(seed)
+    keep = np.concatenate([
+        rng.choice(np.flatnonzero(stratum == g), size=k, replace=False) for g, k in enumerate(take) if k
+    ])  # fmt: skip
+    keep.sort()
+    return images[keep], targets[:, keep]
+
+
+def default_dataset(
+    max_samples: int | None = None, *, seed: int = 0
+) -> tuple[np.ndarray, np.ndarray, list[str]]:
     """scikit-learn's handwritten digits (8×8, floats in [0, 1]) and their 20 attribute tasks.
 
-    The first ``max_samples`` of the 1,797 images (all when None).
+    A seeded stratified sample of ``max_samples`` of the 1,797 images
+    (:func:`subsample`; all when None).
     """
     images, _ = load_digits()
     tasks = digits_attribute_tasks()
     images = (images / 16.0).astype(np.float32)
     labels = np.asarray(tasks.labels)
     if max_samples is not None:
-        images, labels = images[:max_samples], labels[:, :max_samples]
+        images, labels = subsample(images, labels, max_samples, seed=seed)
     return _check_dataset(images, labels, tasks.names, "digits")
 
 
-def _load_source_model(name: str):
+def _load_source_model(spec: SourceSpec):
+    if spec.module is not None:
+        return spec.module
+    name = spec.model
     if name in models.zoo.available():
         return models.zoo.load(name)
     path = Path(name)
@@ -204,64 +339,131 @@ def ranking_estimators() -> list[str]:
     return sorted(names, key=lambda n: (get_estimator(n).info.source != "features", n))
 
 
+PICK_PREFERENCE = (
+    "logme",
+    "leep",
+    "nce",
+    "nleep",
+    "gbc",
+    "transrate",
+    "shrinkage_hscore",
+    "hscore",
+    "linear_mse",
+)
+"""The estimator that picks a source when ``pick_by`` is not given: the first of these that ran.
+
+LogME comes first because it is the one estimator in the leading group of both
+reproduced protocols by within-target correlation with actual transfer
+(``bench/results/quality/{attributes,keypoints}/report.md``): the best on the
+keypoints after head retraining and half fine-tuning; on the attributes, after
+head retraining, second to the shrinkage H-score on digits and MNIST with
+overlapping intervals and level with it on sprites, and after fine-tuning no
+estimator is ahead. It needs only features, so it scores layers and headless
+models. LEEP and NCE come next, then the estimators the reports rank lower or
+do not cover."""
+
+SUBSAMPLE = 0.8
+"""The share of the images in each of the picks' subsamples (:attr:`Pick.support`)."""
+
+FEW_SOURCES = 5
+FEW_TARGETS = 3
+
+
+class FewPairsWarning(UserWarning):
+    """Too few sources or targets for the evaluation's intervals to mean much."""
+
+
 def rank(
     images,
-    labels,
-    task_names: Sequence[str] | None,
-    sources: Sequence[SourceSpec],
+    targets,
+    target_names: Sequence[str] | None = None,
+    sources: Sequence[Any] = (),
     *,
     estimators: Sequence[str] | None = None,
+    pick_by: str | None = None,
+    pick_resamples: int = 20,
     image_size: int | None = None,
     batch_size: int = 64,
     ground_truth: bool = True,
     num_bootstrap: int = 1000,
     seed: int = 0,
-    progress: bool | None = None,
-    print_fn: Callable[..., None] = print,
+    progress: bool | None = False,
+    print_fn: Callable[..., None] | None = None,
 ) -> RankResult:
-    """Rank ``sources`` on a target dataset; see the module notes for the stages.
+    """Which source should I transfer from? Rank ``sources`` for each target task of a dataset.
+
+    The stages are in the module notes. The answer is :attr:`RankResult.picks`:
+    for each target, the source with the highest ``pick_by`` score, its margin
+    over the runner-up, the share of ``pick_resamples`` random subsamples of
+    80% of the images (the estimator recomputed on each) that keep it, how many
+    estimators agree, and, with ground truth, whether it was right and its
+    regret.
 
     Args:
       images: [N, H, W(, C)] uint8 or float in [0, 1].
-      labels: [N] or [N, T] integer labels (T target tasks).
-      task_names: names of the T tasks, or None.
-      sources: :class:`SourceSpec` list (or ``"NAME[:LAYER]"`` strings); layers of
-        one model share one pass.
+      targets: [N] or [N, T] integer class labels (T target tasks).
+      target_names: names of the T tasks, or None (``task0``, ``task1``, …).
+      sources: zoo names or ``"NAME:LAYER"``, saved-model paths
+        (``"cnn.npz"``, ``"cnn.npz:conv2"``), Flax NNX modules (named by their
+        ``name`` attribute or class), ``(name, module)`` pairs, or
+        :class:`SourceSpec`. Layers of one model share one pass.
       estimators: names to use (default: every applicable one,
         :func:`ranking_estimators`).
+      pick_by: the estimator that picks (default: the first of
+        :data:`PICK_PREFERENCE` that runs).
+      pick_resamples: random subsamples of 80% of the images for the picks'
+        support (0: none). Each recomputes ``pick_by`` for the sources that
+        rank in some target's top three.
       image_size: resize the images to this side for the zoo's backbones
         (default: each backbone's own input size).
       batch_size: extraction batch size.
       ground_truth: measure actual transfer by head retraining (needed to
-        evaluate the estimators).
-      num_bootstrap: bootstrap resamples for the intervals.
+        evaluate the estimators and to judge the picks).
+      num_bootstrap: bootstrap resamples of the sources for the evaluation's
+        intervals.
       seed: split, bootstrap and NLEEP seed.
-      progress: progress bars (None: when stderr is a terminal).
-      print_fn: where stage messages go.
+      progress: progress on stderr: True a bar, None a bar on a terminal and
+        plain lines otherwise, False (the default) nothing.
+      print_fn: where stage messages go (default: nowhere).
 
     Raises:
       ValueError: bad data or options; unknown sources, layers or
-        estimators; a source whose features or predictions on the images are
-        NaN, infinite or the same for every image.
+        estimators; a model that cannot take the images (checked for every
+        source before any extraction); a source whose features or
+        predictions on the images are NaN, infinite or the same for every
+        image.
+      TypeError: a source of an unsupported kind.
 
     Warns:
       NotComputedWarning: an estimator could not be computed for some sources (it
         returned NaN or infinity, or no source has the predictions it needs);
         its scores there are NaN and :attr:`RankResult.not_computed` says why.
+      FewPairsWarning: fewer than 5 sources or 3 targets with ground truth:
+        the evaluation's intervals mean little.
     """
-    images, labels, names = _check_dataset(images, labels, task_names, "data")
-    sources = [SourceSpec.parse(s) if isinstance(s, str) else s for s in sources]
-    wanted = _check_rank_options(sources, estimators, image_size, num_bootstrap)
+    say = print_fn or (lambda *a, **k: None)
+    images, labels, names = _check_dataset(images, targets, target_names, "data")
+    sources = as_sources(sources)
+    wanted, pick_by = _check_rank_options(estimators, pick_by, pick_resamples, image_size, num_bootstrap)
+    loaded = _load_and_check_models(images, sources, image_size)
+    if ground_truth and (len(sources) < FEW_SOURCES or len(names) < FEW_TARGETS):
+        warnings.warn(
+            f"{len(sources)} sources × {len(names)} targets: the evaluation's intervals (bootstrap over "
+            f"sources) mean little with fewer than {FEW_SOURCES} sources or {FEW_TARGETS} targets",
+            FewPairsWarning,
+            stacklevel=2,
+        )
     timings: dict[str, float] = {}
 
     start = time.perf_counter()
-    feats, probs = _extract(images, sources, wanted, image_size, batch_size, progress, print_fn)
+    feats, probs = _extract(images, sources, loaded, wanted, image_size, batch_size, progress, say)
     timings["features"] = time.perf_counter() - start
 
     start = time.perf_counter()
-    scores, not_computed, per_estimator = _score(feats, probs, labels, names, sources, wanted, seed, progress)
+    inputs = _Inputs(feats, probs, sources, labels)
+    scores, not_computed, per_estimator = _score(inputs, names, wanted, seed, progress, say)
     timings["scores"] = time.perf_counter() - start
-    print_fn(
+    say(
         f"  scores: {len(wanted)} estimators × {len(sources)} sources × {len(names)} targets in "
         f"{timings['scores']:.1f} s (" + ", ".join(f"{e} {t:.1f} s" for e, t in per_estimator.items()) + ")"
     )
@@ -269,6 +471,7 @@ def rank(
     actual = loglik = None
     if ground_truth:
         start = time.perf_counter()
+        say(f"  ground truth: head retraining, {len(sources)} sources × {len(names)} targets")
         result = transfer.head_retrain_matrix(
             [feats[s.name] for s in sources], labels, seed=seed, progress=progress
         )
@@ -280,20 +483,32 @@ def rank(
         start = time.perf_counter()
         report = _evaluate(scores, actual, num_bootstrap, seed)
         timings["evaluation"] = time.perf_counter() - start
+
+    start = time.perf_counter()
+    pick_by = _pick_estimator(pick_by, wanted, scores)
+    picks = []
+    if pick_by is not None:
+        say(f"  picks: by {pick_by}, {pick_resamples} resamples of the images")
+        support = _pick_support(inputs, pick_by, scores[pick_by], pick_resamples, seed, progress)
+        picks = _picks(scores, pick_by, support, [s.name for s in sources], names, actual)
+    timings["picks"] = time.perf_counter() - start
     return RankResult(
-        [s.name for s in sources], names, scores, actual, loglik, report, timings, not_computed, per_estimator
-    )
+        [s.name for s in sources], names, scores, actual, loglik, report, timings, not_computed,
+        per_estimator, picks, pick_by,
+    )  # fmt: skip
 
 
-def _check_rank_options(sources, estimators, image_size, num_bootstrap) -> list[str]:
-    """The estimators to run; ValueError for options out of range."""
-    if not sources:
-        raise ValueError("sources: give at least one source")
+def _check_rank_options(estimators, pick_by, pick_resamples, image_size, num_bootstrap):
+    """The estimators to run and the picking one (None: chosen later); ValueError for bad options."""
     if image_size is not None and not (_is_int(image_size) and image_size >= 1):
         raise ValueError(f"image_size must be a positive int or None, got {image_size!r}")
     if not (_is_int(num_bootstrap) and num_bootstrap >= 0):
         raise ValueError(f"num_bootstrap must be an int >= 0 (0: no intervals), got {num_bootstrap!r}")
+    if not (_is_int(pick_resamples) and pick_resamples >= 0):
+        raise ValueError(f"pick_resamples must be an int >= 0 (0: no support figure), got {pick_resamples!r}")
     applicable = ranking_estimators()
+    if isinstance(estimators, str):
+        estimators = [estimators]
     wanted = list(estimators) if estimators else applicable
     unknown = [e for e in wanted if e not in applicable]
     if unknown:
@@ -301,10 +516,45 @@ def _check_rank_options(sources, estimators, image_size, num_bootstrap) -> list[
             f"estimators {unknown} do not apply to ranking sources on labelled targets; "
             f"choose from {', '.join(applicable)}"
         )
-    return wanted
+    if pick_by is not None and pick_by not in wanted:
+        raise ValueError(f"pick_by: {pick_by!r} is not among the estimators that run ({', '.join(wanted)})")
+    return wanted, pick_by
 
 
-def _extract(images, sources, wanted, image_size, batch_size, progress, print_fn):
+def _load_and_check_models(images, sources, image_size) -> dict[str, Any]:
+    """Every source's model, loaded and checked against the images before any extraction starts.
+
+    Raises ValueError for unknown layers and for a model that cannot take
+    the images (for example, a 1-channel model and RGB images), naming the
+    source.
+    """
+    loaded = {}
+    for spec in sources:
+        if spec.model in loaded:
+            model = loaded[spec.model]
+        else:
+            model = loaded[spec.model] = _load_source_model(spec)
+        known = getattr(model, "layer_names", ())
+        if spec.layer is not None and spec.layer not in known:
+            raise ValueError(
+                f"source {spec.model}: no layer {spec.layer!r}; it has {', '.join(known) or 'none'}"
+            )
+    for name, model in loaded.items():
+        try:
+            features.check_input(model, images, preprocess=_preprocess(model, image_size))
+        except ValueError as err:
+            raise ValueError(f"source {name}: {err}") from None
+    return loaded
+
+
+def _preprocess(model, image_size):
+    pre = getattr(model, "preprocess", None)
+    if pre is not None and image_size is not None:
+        pre = pre._replace(size=image_size, resize=image_size)
+    return pre
+
+
+def _extract(images, sources, loaded, wanted, image_size, batch_size, progress, say):
     """Features of every source and the head's probabilities of every model, one pass per model."""
     by_model: dict[str, list[SourceSpec]] = {}
     for spec in sources:
@@ -312,19 +562,18 @@ def _extract(images, sources, wanted, image_size, batch_size, progress, print_fn
     needs_head = any(get_estimator(e).info.source != "features" for e in wanted)
     feats: dict[str, np.ndarray] = {}
     probs: dict[str, np.ndarray] = {}
-    for model_name, specs in by_model.items():
-        model = _load_source_model(model_name)
+    for k, (model_name, specs) in enumerate(by_model.items(), 1):
+        model = loaded[model_name]
         layers = tuple(s.layer for s in specs if s.layer is not None)
-        known = getattr(model, "layer_names", ())
-        bad = [layer for layer in layers if layer not in known]
-        if bad:
-            raise ValueError(f"source {model_name}: no layer {bad[0]!r}; it has {', '.join(known) or 'none'}")
-        pre = getattr(model, "preprocess", None)
-        if pre is not None and image_size is not None:
-            pre = pre._replace(size=image_size, resize=image_size)
+        say(f"  features: model {k} of {len(by_model)}, {model_name} ({len(images)} images)")
         t0 = time.perf_counter()
         out = features.extract(
-            model, images, batch_size=batch_size, layers=layers, preprocess=pre, progress=progress
+            model,
+            images,
+            batch_size=batch_size,
+            layers=layers,
+            preprocess=_preprocess(model, image_size),
+            progress=progress,
         )
         for spec in specs:
             feats[spec.name] = np.asarray(out.features if spec.layer is None else out.layers[spec.layer])
@@ -333,44 +582,83 @@ def _extract(images, sources, wanted, image_size, batch_size, progress, print_fn
             if needs_head:
                 _check_outputs(np.asarray(out.logits), model_name, "head's predictions", centre=True)
             probs[model_name] = np.asarray(out.probabilities)
-        print_fn(f"  features: {model_name} {tuple(out.features.shape)} in {time.perf_counter() - t0:.1f} s")
+        say(f"  features: {model_name} {tuple(out.features.shape)} in {time.perf_counter() - t0:.1f} s")
     return feats, probs
 
 
-def _score(feats, probs, labels, names, sources, wanted, seed, progress):
+@dataclass
+class _Inputs:
+    """What the estimators are applied to: each source's features and probabilities, and the labels [T, N]."""
+
+    feats: dict[str, np.ndarray]
+    probs: dict[str, np.ndarray]
+    sources: list[SourceSpec]
+    labels: np.ndarray
+
+    def groups(self, est: str) -> tuple[list[tuple[list[int], np.ndarray, int | None]], dict[str, str]]:
+        """``est``'s source inputs stacked by shape: [(source rows, [s, N, ...], source classes)],
+        and the sources it cannot score, with why."""
+        info = get_estimator(est).info
+        missing: dict[str, str] = {}
+        groups: dict[tuple, list[int]] = {}
+        stacked: dict[int, np.ndarray] = {}
+        for i, spec in enumerate(self.sources):
+            p = self.probs.get(spec.model) if spec.layer is None else None
+            x = info.source_input(features=self.feats[spec.name], probabilities=p)
+            if x is None:
+                missing[spec.name] = (
+                    "a layer has no predictions" if spec.layer else "the model has no classification head"
+                )
+                continue
+            stacked[i] = x
+            width = None if p is None else p.shape[-1]  # a source class count for predicted labels
+            groups.setdefault((x.shape, str(x.dtype), width), []).append(i)
+        return [(rows, np.stack([stacked[i] for i in rows]), key[2]) for key, rows in groups.items()], missing
+
+    def score(self, est: str, groups, seed: int, samples: np.ndarray | None = None) -> np.ndarray:
+        """[S, T] scores of ``est`` (NaN for sources it cannot score), on ``samples`` (rows; None: all)."""
+        fn = get_estimator(est)
+        info = fn.info
+        labels = self.labels if samples is None else self.labels[:, samples]
+        out = np.full((len(self.sources), labels.shape[0]), np.nan)
+        for cols in self._target_sets(info):
+            targets = info.targets_from_labels(labels[cols], int(self.labels.max()) + 1)
+            for rows, x, width in groups:
+                x = x if samples is None else x[:, samples]
+                options = info.caller_options(seed=seed, num_source_classes=width)
+                out[np.ix_(rows, cols)] = np.asarray(score_matrix(fn, x, targets, **options))
+        return out
+
+    def _target_sets(self, info) -> list[np.ndarray]:
+        """Targets scored together: those of one class count for an estimator of class labels (an
+        absent class adds nothing to the score but costs as much as a present one), else all."""
+        if info.target != "labels":
+            return [np.arange(len(self.labels))]
+        classes = self.labels.max(axis=1)
+        return [np.flatnonzero(classes == c) for c in np.unique(classes)]
+
+
+def _score(inputs: _Inputs, names, wanted, seed, progress, say):
     """Every estimator on every source and target: one ``score_matrix`` call per estimator and kind
     of source input (sources of one width are stacked), all targets at once.
 
     Returns (scores {estimator: [S, T]}, not_computed, seconds per estimator).
     """
-    scores = {e: np.full((len(sources), len(names)), np.nan) for e in wanted}
+    scores: dict[str, np.ndarray] = {}
     not_computed: dict[str, dict[str, str]] = {}
     seconds: dict[str, float] = {}
-    num_classes = int(labels.max()) + 1
     bar = progress_bar(len(wanted), progress, "scores", unit="estimator")
     for est in wanted:
         bar.set_postfix_str(est)
         t0 = time.perf_counter()
-        fn = get_estimator(est)
-        info = fn.info
-        groups: dict[tuple, list[int]] = {}
-        inputs: dict[int, np.ndarray] = {}
-        for i, spec in enumerate(sources):
-            p = probs.get(spec.model) if spec.layer is None else None
-            x = info.source_input(features=feats[spec.name], probabilities=p)
-            if x is None:
-                why = "a layer has no predictions" if spec.layer else "the model has no classification head"
-                not_computed.setdefault(est, {})[spec.name] = why
-                continue
-            inputs[i] = x
-            width = None if p is None else p.shape[-1]  # a source class count for predicted labels
-            groups.setdefault((x.shape, str(x.dtype), width), []).append(i)
-        targets = info.targets_from_labels(labels, num_classes)
-        for (_, _, width), rows in groups.items():
-            options = info.caller_options(seed=seed, num_source_classes=width)
-            block = np.asarray(score_matrix(fn, np.stack([inputs[i] for i in rows]), targets, **options))
-            for i, row in zip(rows, block, strict=True):
-                scores[est][i] = _finite_or_reported(row, est, sources[i].name, names, not_computed)
+        groups, missing = inputs.groups(est)
+        if missing:
+            not_computed[est] = dict(missing)
+        raw = inputs.score(est, groups, seed)
+        scores[est] = np.full_like(raw, np.nan)
+        for i, spec in enumerate(inputs.sources):
+            if spec.name not in missing:
+                scores[est][i] = _finite_or_reported(raw[i], est, spec.name, names, not_computed)
         seconds[est] = time.perf_counter() - t0
         bar.update(1)
     bar.close()
@@ -385,6 +673,90 @@ def _score(feats, probs, labels, names, sources, wanted, seed, progress):
                     stacklevel=3,
                 )
     return scores, not_computed, seconds
+
+
+def _pick_estimator(pick_by, wanted, scores) -> str | None:
+    """``pick_by``, or the first of :data:`PICK_PREFERENCE` (then of ``wanted``) that scored a source."""
+    if pick_by is not None:
+        return pick_by if np.isfinite(scores[pick_by]).any() else None
+    order = [e for e in PICK_PREFERENCE if e in wanted] + [e for e in wanted if e not in PICK_PREFERENCE]
+    return next((e for e in order if np.isfinite(scores[e]).any()), None)
+
+
+def _pick_support(inputs: _Inputs, est: str, mat: np.ndarray, resamples: int, seed: int, progress):
+    """[T] share of ``resamples`` random subsamples of the images whose ``est`` scores keep each
+    target's pick (NaN when ``resamples`` is 0).
+
+    Each subsample holds :data:`SUBSAMPLE` of the images, drawn without
+    replacement. A bootstrap (n draws with replacement) would not do here:
+    its duplicated images inflate the fit of high-dimensional features more
+    than that of low-dimensional ones, so it moved LogME's picks
+    systematically (on the demo, most picks were kept by 0 of 20 bootstrap
+    resamples, whatever their margin). Subsamples without replacement keep
+    every image distinct; the sources are compared on the same subsample.
+
+    Only sources in some target's top three are rescored: the others would
+    have to overtake three sources to change a pick, and are counted as never
+    doing so.
+    """
+    if resamples == 0:
+        return np.full(mat.shape[1], np.nan)
+    filled = np.nan_to_num(mat, nan=-np.inf)
+    pick = np.argmax(filled, axis=0)
+    top = np.unique(np.argsort(-filled, axis=0)[:3].ravel())
+    top = top[np.isfinite(filled[top]).any(axis=1)]
+    groups, _ = inputs.groups(est)
+    groups = [
+        ([i for i in rows if i in top], x[[k for k, i in enumerate(rows) if i in top]], w)
+        for rows, x, w in groups
+        if any(i in top for i in rows)
+    ]
+    rng = np.random.default_rng(seed)
+    n = inputs.labels.shape[1]
+    kept = np.zeros(mat.shape[1])
+    bar = progress_bar(resamples, progress, f"picks ({est})", unit="resample")
+    for _ in range(resamples):
+        samples = np.sort(rng.choice(n, size=max(2, round(SUBSAMPLE * n)), replace=False))
+        again = np.nan_to_num(inputs.score(est, groups, seed, samples), nan=-np.inf)
+        kept += np.argmax(again, axis=0) == pick
+        bar.update(1)
+    bar.close()
+    return kept / resamples
+
+
+def _picks(scores, pick_by, support, sources, names, actual) -> list[Pick]:
+    """One :class:`Pick` per target from the scores (and the measured transfer, when there is one)."""
+    mat = np.nan_to_num(scores[pick_by], nan=-np.inf)
+    picks = []
+    for j, target in enumerate(names):
+        order = np.argsort(-mat[:, j], kind="stable")
+        first = int(order[0])
+        second = int(order[1]) if len(order) > 1 and np.isfinite(mat[order[1], j]) else None
+        voters = agree = 0
+        for m in scores.values():
+            col = m[:, j]
+            if np.isfinite(col).sum() >= 2:
+                voters += 1
+                agree += int(np.nanargmax(col) == first)
+        best = regret = None
+        if actual is not None:
+            b = int(np.argmax(actual[:, j]))
+            best, regret = sources[b], float(actual[b, j] - actual[first, j])
+        picks.append(
+            Pick(
+                target=target,
+                source=sources[first],
+                estimator=pick_by,
+                runner_up=None if second is None else sources[second],
+                margin=float("nan") if second is None else float(mat[first, j] - mat[second, j]),
+                support=float(support[j]),
+                agree=agree,
+                voters=voters,
+                best=best,
+                regret=float("nan") if regret is None else regret,
+            )
+        )
+    return picks
 
 
 def _finite_or_reported(row, est, source, names, not_computed):

@@ -11,8 +11,10 @@ and within-target Spearman. Every file appears whole: it is written through
 from __future__ import annotations
 
 import csv
+import dataclasses
 import io
 import json
+import textwrap
 from pathlib import Path
 
 import numpy as np
@@ -22,13 +24,17 @@ from ._rank import RankResult
 
 __all__ = [
     "STAT_COLUMNS",
+    "WIDTH",
+    "answer_table",
     "cell",
+    "compact_evaluation",
     "evaluation_table",
     "markdown_table",
     "ranked_table",
     "save_figure",
     "scatter_grid",
     "summary_bars",
+    "wide_report",
     "write_outputs",
     "write_report",
 ]
@@ -80,6 +86,100 @@ def ranked_table(result: RankResult) -> str:
     return "\n".join(lines)
 
 
+WIDTH = 100
+"""The compact answer's width in columns."""
+
+
+def _fit(text: str, width: int) -> str:
+    """``text`` cut to ``width`` columns, the cut marked with …."""
+    return text if len(text) <= width else text[: width - 1] + "…"
+
+
+def answer_table(result: RankResult, width: int = WIDTH) -> str:
+    """The answer, one line per target: the recommended source and how sure it is, in ``width`` columns.
+
+    Columns: the target; the recommended source; ``sure``, the share of
+    random subsamples of 80% of the images that keep the pick; ``agree``, the
+    estimators whose first choice it is; the margin over the runner-up in the
+    picking estimator's units; and, with ground truth, the source that
+    transferred best (``= pick`` when the pick was right) and the regret.
+    """
+    if not result.picks:
+        return "(no recommendation: the ranking estimator scored no source)"
+    ground = result.actual is not None
+    fixed = 2 + 5 + 2 + 5 + 2 + 9 + (2 + 7 if ground else 0)  # gaps and the numeric columns
+    names_room = width - fixed
+    t_width = min(max(len("target"), *(len(p.target) for p in result.picks)), max(10, names_room // 4))
+    rest = names_room - t_width - 2
+    s_width = rest // 2 if ground else rest
+    head = f"{'target':{t_width}s}  {'recommended source':{s_width}s}  {'sure':>5s}  {'agree':>5s}"
+    head += f"  {'margin':>9s}"
+    if ground:
+        head += f"  {'best by accuracy':{rest - s_width - 2}s}  {'regret':>7s}"
+    lines = [head.rstrip(), "-" * min(width, len(head.rstrip()))]
+    for p in result.picks:
+        sure = "—" if not np.isfinite(p.support) else f"{100 * p.support:.0f}%"
+        margin = "—" if not np.isfinite(p.margin) else f"{p.margin:9.3g}"
+        line = (
+            f"{_fit(p.target, t_width):{t_width}s}  {_fit(p.source, s_width):{s_width}s}  {sure:>5s}  "
+            f"{f'{p.agree}/{p.voters}':>5s}  {margin:>9s}"
+        )
+        if ground:
+            best = "= pick" if p.right else p.best
+            line += f"  {_fit(best, rest - s_width - 2):{rest - s_width - 2}s}  {p.regret:7.4f}"
+        lines.append(line.rstrip())
+    lines += _answer_summary(result, width)
+    return "\n".join(lines)
+
+
+def _answer_summary(result: RankResult, width: int) -> list[str]:
+    """What the answer's columns mean, which source is picked most, and how often the picks were right."""
+    picks = result.picks
+    counts: dict[str, int] = {}
+    for p in picks:
+        counts[p.source] = counts.get(p.source, 0) + 1
+    top = max(counts, key=counts.get)
+    lines = [
+        "",
+        f"Picked by {result.pick_by}; {top} is the pick for {counts[top]} of {len(picks)} targets.",
+    ]
+    if result.actual is not None:
+        right = sum(bool(p.right) for p in picks)
+        regret = np.mean([p.regret for p in picks])
+        lines.append(
+            f"The pick transferred best on {right} of {len(picks)} targets; mean regret {regret:.4f} "
+            "(accuracy of the best source less the pick's)."
+        )
+    else:
+        lines.append(f"No ground truth: the ranking is {result.pick_by}'s alone.")
+    lines.append(
+        "sure: share of random 80% subsamples of the images keeping the pick; agree: estimators whose "
+        "first choice it is; margin: pick less runner-up, in the estimator's units."
+    )
+    return [part for line in lines for part in (textwrap.wrap(line, width) or [""])]
+
+
+def compact_evaluation(result: RankResult) -> str:
+    """Each estimator's within-target Spearman (with its interval), top-1 hit rate and regret, in 100
+    columns; estimators by within-target Spearman, best first."""
+    if not result.evaluation:
+        return "(no evaluation: needs ground truth and at least two sources with every estimator's scores)"
+    head = f"{'estimator':18s} {'within-target Spearman':>26s} {'top-1 hit':>10s} {'regret':>8s}"
+    lines = [head, "-" * len(head)]
+    order = sorted(
+        result.evaluation, key=lambda e: -np.nan_to_num(result.evaluation[e]["spearman_within"][0])
+    )
+    for est in order:
+        stats = result.evaluation[est]
+        value, low, high = stats["spearman_within"]
+        mark = " (picks)" if est == result.pick_by else ""
+        lines.append(
+            f"{_fit(est + mark, 18):18s} {f'{value:6.3f} [{low:6.3f}, {high:6.3f}]':>26s} "
+            f"{stats['top1_hit'][0]:10.3f} {stats['regret'][0]:8.4f}"
+        )
+    return "\n".join(lines)
+
+
 def evaluation_table(result: RankResult) -> str:
     """Each estimator's correlations with actual transfer, pooled and within target, with intervals."""
     if not result.evaluation:
@@ -97,8 +197,15 @@ def evaluation_table(result: RankResult) -> str:
     return "\n".join(lines)
 
 
+def wide_report(result: RankResult) -> str:
+    """The answer, then the wide tables: sources by mean rank per estimator, and the full evaluation."""
+    parts = [answer_table(result), ranked_table(result), evaluation_table(result)]
+    return "\n\n".join(parts) + "\n"
+
+
 def write_outputs(result: RankResult, out: str | Path, *, plots: bool = True) -> list[Path]:
-    """Write ``scores.json``, ``scores.csv``, ``evaluation.json``, ``evaluation.csv`` and PNG plots.
+    """Write ``scores.json``, ``scores.csv``, ``evaluation.json``, ``evaluation.csv``, ``picks.csv``,
+    ``report.txt`` (the answer and the wide tables, :func:`wide_report`) and PNG plots.
 
     Every file is written to a temporary name and renamed when complete.
 
@@ -114,6 +221,8 @@ def write_outputs(result: RankResult, out: str | Path, *, plots: bool = True) ->
         "actual_accuracy": None if result.actual is None else result.actual.tolist(),
         "actual_log_likelihood": None if result.log_likelihood is None else result.log_likelihood.tolist(),
         "not_computed": result.not_computed,
+        "pick_by": result.pick_by,
+        "picks": [dataclasses.asdict(p) for p in result.picks],
         "timings_s": result.timings,
     }
     erows = [
@@ -126,6 +235,8 @@ def write_outputs(result: RankResult, out: str | Path, *, plots: bool = True) ->
         atomic_write(out / "scores.csv", _csv_text(_score_rows(result))),
         atomic_write(out / "evaluation.json", json.dumps(result.evaluation, indent=1, allow_nan=True)),
         atomic_write(out / "evaluation.csv", _csv_text(erows)),
+        atomic_write(out / "picks.csv", _csv_text([dataclasses.asdict(p) for p in result.picks])),
+        atomic_write(out / "report.txt", wide_report(result)),
     ]
     if plots and result.actual is not None:
         written += [_score_plot(result, est, out / f"{est}.png") for est in result.scores]
@@ -177,26 +288,56 @@ def save_figure(fig, path: Path) -> Path:
     return atomic_write(path, buf.getvalue())
 
 
+UNITS = {
+    "logme": "log evidence per sample, nats",
+    "leep": "log expected empirical prediction, nats",
+    "nleep": "log expected empirical prediction, nats",
+    "nce": "−H(target | source label), nats",
+    "hscore": "tr(cov⁻¹ · between-class cov), unitless",
+    "shrinkage_hscore": "tr(cov⁻¹ · between-class cov), unitless",
+    "transrate": "coding-rate difference, nats",
+    "gbc": "−Σ Bhattacharyya coefficients, unitless",
+    "linear_mse": "−(MSE + penalty) on one-hot labels",
+    "label_mse": "−(MSE + penalty) on one-hot labels",
+}
+"""Each estimator's score, as the axis label of its plot says it."""
+
+MARKERS = "os^vDPX*<>hpd8H"
+
+
 def _score_plot(result: RankResult, est: str, path: Path) -> Path:
-    """One estimator's scores against head-retraining accuracy, a colour per target."""
+    """One estimator's scores against head-retraining accuracy: a marker per source, a colour per
+    target, and a ring on the source the estimator picks for each target."""
     plt = _pyplot()
     mat = result.scores[est]
-    fig, ax = plt.subplots(figsize=(6, 4.5), dpi=100)
+    fig, ax = plt.subplots(figsize=(7, 5), dpi=100)
     cmap = plt.get_cmap("tab20")
-    for j, target in enumerate(result.targets):
-        ok = ~np.isnan(mat[:, j])
-        ax.plot(mat[ok, j], result.actual[ok, j], "o", ms=4, color=cmap(j % 20), label=target)
+    picked = np.argmax(np.nan_to_num(mat, nan=-np.inf), axis=0)
+    for i, source in enumerate(result.sources):
+        marker = MARKERS[i % len(MARKERS)]
+        ok = np.isfinite(mat[i])
+        colours = [cmap(j % 20) for j in np.flatnonzero(ok)]
+        ax.scatter(mat[i, ok], result.actual[i, ok], s=22, marker=marker, c=colours, linewidths=0)
+        ax.scatter([], [], s=22, marker=marker, c="0.4", label=source)  # the legend's entry for the source
+    cols = np.flatnonzero(np.isfinite(mat[picked, np.arange(mat.shape[1])]))
+    ax.scatter(
+        mat[picked[cols], cols], result.actual[picked[cols], cols], s=90, facecolors="none",
+        edgecolors="k", linewidths=1.2, label=f"{est}'s pick for each target",
+    )  # fmt: skip
     stats = result.evaluation.get(est)
-    title = est
+    title = f"{est}: one point per source and target (colour: target)"
     if stats:
         title += (
-            f"   pooled Pearson {stats['pearson_pooled'][0]:.2f}, "
+            f"\npooled Pearson {stats['pearson_pooled'][0]:.2f}, "
             f"within-target Spearman {stats['spearman_within'][0]:.2f}"
         )
-    ax.set(xlabel=f"{est} score", ylabel="test accuracy after head retraining", title=title)
+    ax.set(
+        xlabel=f"{est} score ({UNITS.get(est, 'higher is better')})",
+        ylabel="test accuracy after head retraining (fraction correct)",
+        title=title,
+    )
     ax.title.set_fontsize(9)
-    if len(result.targets) <= 20:
-        ax.legend(fontsize=6, ncol=2, loc="best")
+    ax.legend(fontsize=6, loc="best", ncol=1 + len(result.sources) // 12)
     fig.tight_layout()
     return save_figure(fig, path)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import sys
 import time
@@ -9,13 +10,17 @@ import warnings
 
 from .. import models
 from ..apps import (
+    FewPairsWarning,
     NotComputedWarning,
     SourceSpec,
+    answer_table,
+    compact_evaluation,
     default_dataset,
     evaluation_table,
     load_dataset,
     rank,
     ranked_table,
+    subsample,
     write_outputs,
 )
 from ._common import CLIError, check_output, non_negative_int, positive_int
@@ -28,13 +33,13 @@ def _inputs(args, say):
     if args.data:
         images, labels, names = load_dataset(args.data, what="--data")
         if args.max_samples:
-            images, labels = images[: args.max_samples], labels[:, : args.max_samples]
+            images, labels = subsample(images, labels, args.max_samples, seed=args.seed)
         image_size = args.image_size
         what = args.data
     else:
-        images, labels, names = default_dataset(args.max_samples or 1000)
+        images, labels, names = default_dataset(args.max_samples or 1000, seed=args.seed)
         image_size = args.image_size or 64  # 8×8 digits: 64 px keeps the CPU run to minutes
-        what = "scikit-learn digits (first 1000 unless --max-samples), 20 attribute tasks"
+        what = "scikit-learn digits (a stratified 1000 unless --max-samples), 20 attribute tasks"
     specs = [SourceSpec.parse(m) for m in args.sources or list(models.zoo.available())]
     specs += [
         SourceSpec(s.model, layer) for s in list(specs) if s.layer is None for layer in args.layers or ()
@@ -50,9 +55,11 @@ def _run(args, say, quiet: bool):
         images, labels, names, image_size, specs = _inputs(args, say)
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always", NotComputedWarning)
+            warnings.simplefilter("always", FewPairsWarning)
             result = rank(
                 images, labels, names, specs,
-                estimators=args.estimators, image_size=image_size, batch_size=args.batch_size,
+                estimators=args.estimators, pick_by=args.pick_by, pick_resamples=args.pick_resamples,
+                image_size=image_size, batch_size=args.batch_size,
                 ground_truth=not args.no_ground_truth, num_bootstrap=args.bootstrap, seed=args.seed,
                 progress=None if not quiet else False, print_fn=say,
             )  # fmt: skip
@@ -65,18 +72,20 @@ def _run(args, say, quiet: bool):
     ) as err:
         raise CLIError(str(err)) from None
     for w in caught:  # estimators that could not be computed: loud, whatever the format
-        if issubclass(w.category, NotComputedWarning):
+        if issubclass(w.category, (NotComputedWarning, FewPairsWarning)):
             print(f"jaxtransfer: warning: {w.message}", file=sys.stderr)
         else:
             warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
     return result
 
 
-def _print(result, written, folder, quiet: bool) -> None:
-    """The result as one JSON document (``--format json``), or as tables and a stage summary."""
+def _print(result, written, folder, quiet: bool, wide: bool) -> None:
+    """The result as one JSON document (``--format json``), or the answer (100 columns; ``--wide``
+    adds the wide tables) and a stage summary."""
     if quiet:
         print(json.dumps({
             "sources": result.sources, "targets": result.targets,
+            "pick_by": result.pick_by, "picks": [dataclasses.asdict(p) for p in result.picks],
             "scores": {e: m.tolist() for e, m in result.scores.items()},
             "actual_accuracy": None if result.actual is None else result.actual.tolist(),
             "not_computed": result.not_computed,
@@ -84,15 +93,21 @@ def _print(result, written, folder, quiet: bool) -> None:
             "estimator_seconds": result.estimator_seconds,
         }, indent=1))  # fmt: skip
         return
-    print()
-    print(ranked_table(result))
-    print()
-    print(evaluation_table(result))
+    if wide:
+        for table in (ranked_table(result), evaluation_table(result)):
+            print()
+            print(table)
+    else:
+        print()
+        print("How well each estimator predicted head-retraining accuracy (95% intervals over sources):")
+        print(compact_evaluation(result))
     print()
     print("stage times: " + ", ".join(f"{k} {v:.1f} s" for k, v in result.timings.items()))
-    print("scores by estimator: " + ", ".join(f"{k} {v:.1f} s" for k, v in result.estimator_seconds.items()))
     if written:
-        print(f"wrote {len(written)} files to {folder}: " + ", ".join(p.name for p in written))
+        print(f"wrote {len(written)} files to {folder} (report.txt has the wide tables)")
+    print()
+    print("Which source to transfer from, for each target:")
+    print(answer_table(result))
 
 
 def _rank(args) -> int:
@@ -110,7 +125,7 @@ def _rank(args) -> int:
             raise CLIError(f"--out: could not write the results to {out} ({err})") from None
         result.timings["outputs"] = time.perf_counter() - t0
     result.timings["total"] = time.perf_counter() - started
-    _print(result, written, args.out, quiet)
+    _print(result, written, args.out, quiet, args.wide)
     return 0
 
 
@@ -132,11 +147,26 @@ def add_rank_parser(sub) -> None:
     p.add_argument("--layers", nargs="+", help="also score these layers of every source (e.g. stage5 stage6)")
     p.add_argument("--estimators", nargs="+", help="estimators to use (default: all that apply)")
     p.add_argument(
+        "--pick-by",
+        help="the estimator that recommends a source per target (default: logme, or the first of the "
+        "preference order that runs; see the README)",
+    )
+    p.add_argument(
+        "--pick-resamples",
+        type=non_negative_int,
+        default=20,
+        help="random 80%% subsamples of the images for how sure each pick is (0: none; default 20)",
+    )
+    p.add_argument(
         "--image-size",
         type=positive_int,
         help="input side for the backbones, a positive integer (default: theirs; digits: 64)",
     )
-    p.add_argument("--max-samples", type=int, help="use only the first N images (digits default: 1000)")
+    p.add_argument(
+        "--max-samples",
+        type=int,
+        help="use a seeded stratified sample of N images (stratified on all tasks' labels; digits: 1000)",
+    )
     p.add_argument("--batch-size", type=positive_int, default=64)
     p.add_argument("--no-ground-truth", action="store_true", help="skip head retraining (and the evaluation)")
     p.add_argument(
@@ -149,4 +179,7 @@ def add_rank_parser(sub) -> None:
     p.add_argument("--out", "-o", help="write JSON, CSV and PNG files into this folder")
     p.add_argument("--no-plots", action="store_true")
     p.add_argument("--format", choices=("table", "json"), default="table")
+    p.add_argument(
+        "--wide", action="store_true", help="also print the wide tables (mean ranks, every statistic)"
+    )
     p.set_defaults(run=_rank)

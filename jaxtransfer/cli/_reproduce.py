@@ -5,7 +5,11 @@ from __future__ import annotations
 from ..apps.reproduce import run_attributes, run_keypoints
 from ._common import CLIError, check_output
 
-__all__ = ["add_reproduce_parser"]
+__all__ = ["DEFAULT_OUT", "add_reproduce_parser"]
+
+# Not tracked by git (.gitignore): a run never overwrites the committed reports in bench/results/quality,
+# which are regenerated on purpose with ``--out bench/results/quality`` (``make reports``).
+DEFAULT_OUT = "jaxtransfer-output/reproduce"
 
 
 def _reproduce(args) -> int:
@@ -31,11 +35,18 @@ def add_reproduce_parser(sub) -> None:
         "reproduce",
         help="reproduce the seed papers' experiments offline (attribute transfer, keypoint regression)",
         description="Train source models, measure actual transfer, score every pair with every estimator "
-        "and write a JSON + Markdown + PNG report of how well each estimator predicts transfer.",
+        "and write a JSON + Markdown + PNG report of how well each estimator predicts transfer, with the "
+        "code version (jaxtransfer version, git commit) and configuration that produced it. The report "
+        f"goes to OUT/<protocol>/, by default {DEFAULT_OUT}/<protocol>/, which git ignores; the committed "
+        "reports are regenerated only on request: --out bench/results/quality (or make reports).",
     )
     p.add_argument("protocol", choices=("attributes", "keypoints"))
     p.add_argument(
-        "--out", "-o", default="bench/results/quality", help="results folder (default: bench/results/quality)"
+        "--out",
+        "-o",
+        default=DEFAULT_OUT,
+        help=f"results folder; the report goes to OUT/<protocol>/ (default: {DEFAULT_OUT}, not tracked by "
+        "git; bench/results/quality overwrites the committed reports)",
     )
     p.add_argument(
         "--quick", action="store_true", help="tiny sizes: a smoke test that runs in about a minute"

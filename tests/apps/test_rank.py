@@ -139,12 +139,148 @@ def test_cli_rank_bad_arguments(tmp_path, capsys, models):
         assert words in capsys.readouterr().err, argv
 
 
-@pytest.mark.network
-@pytest.mark.slow
-def test_rank_zoo_backbone_small(tmp_path, capsys):
-    argv = ["rank", "--sources", "mobilenet_v2", "--layers", "stage6", "--max-samples", "120",
-            "--image-size", "32", "--bootstrap", "20", "--out", str(tmp_path)]  # fmt: skip
+# ----------------------------------------------------------------------------- the answer
+def _quiet_rank(*args, **kwargs):
+    import warnings
+
+    from jaxtransfer.apps import FewPairsWarning
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FewPairsWarning)
+        return rank(*args, **kwargs)
+
+
+@pytest.fixture(scope="module")
+def answered(models):
+    """rank on 300 digits and 5 tasks with the three saved models, one of them also as an in-memory
+    module (a (name, module) pair), and a layer: 5 sources."""
+    images, labels, names = default_dataset(300)
+    pair = ("digit-in-memory", sources.load(models[0]))
+    specs = [*models, pair, f"{models[1]}:conv1"]
+    return _quiet_rank(images, labels[:5], names[:5], specs, num_bootstrap=30, pick_resamples=6)
+
+
+def test_rank_takes_names_paths_and_modules_and_prints_nothing(answered, capsys):
+    assert answered.sources[3] == "digit-in-memory" and answered.sources[4].endswith(":conv1")
+    # the same saved model, loaded by path and given as a module, scores the same
+    np.testing.assert_allclose(answered.scores["logme"][3], answered.scores["logme"][0], rtol=1e-5)
+    assert capsys.readouterr().out == ""
+
+
+def test_picks_follow_the_scores_and_the_ground_truth(answered):
+    r = answered
+    assert r.pick_by == "logme" and len(r.picks) == len(r.targets)
+    for j, p in enumerate(r.picks):
+        col = r.scores["logme"][:, j]
+        order = np.argsort(-col)
+        assert p.source == r.sources[order[0]] and p.runner_up == r.sources[order[1]]
+        assert p.margin == pytest.approx(col[order[0]] - col[order[1]])
+        firsts = [np.nanargmax(m[:, j]) for m in r.scores.values() if np.isfinite(m[:, j]).sum() >= 2]
+        assert (p.agree, p.voters) == (sum(f == order[0] for f in firsts), len(firsts))
+        best = int(np.argmax(r.actual[:, j]))
+        assert p.best == r.sources[best]
+        assert p.regret == pytest.approx(r.actual[best, j] - r.actual[order[0], j])
+        assert p.right == (p.regret <= 0)
+        assert 0 <= p.support <= 1 and (p.support * 6) == pytest.approx(round(p.support * 6))
+
+
+def test_pick_support_is_one_for_a_source_that_cannot_lose():
+    """Two module sources: one's features hold the label, the other's are noise; every resample of
+    the images keeps the first, and both estimators agree."""
+    import jax.numpy as jnp
+    from flax import nnx
+
+    class Lookup(nnx.Module):  # image i (a single pixel holding i/255) -> row i of a fixed table
+        def __init__(self, table):
+            self.table = nnx.Variable(jnp.asarray(table, jnp.float32))
+
+        def __call__(self, x):
+            return self.table[jnp.round(x.reshape(x.shape[0]) * 255).astype(jnp.int32)]
+
+    rng = np.random.default_rng(0)
+    y = np.arange(200) % 2
+    images = (np.arange(200, dtype=np.float32) / 255).reshape(200, 1, 1)
+    sees = 0.3 * rng.standard_normal((200, 3))  # noise keeps the labels out of the span (finite LogME)
+    sees[np.arange(200), y] += 1.0
+    noise = rng.standard_normal((200, 3))
+    r = _quiet_rank(
+        images, y, ["parity"], [("sees", Lookup(sees)), ("noise", Lookup(noise))],
+        estimators=["logme", "hscore"], ground_truth=False, pick_resamples=5,
+    )  # fmt: skip
+    (p,) = r.picks
+    assert (p.source, p.support, p.agree, p.voters) == ("sees", 1.0, 2, 2)
+    assert p.best is None and np.isnan(p.regret) and p.right is None
+
+
+def test_answer_fits_100_columns_and_says_what_it_used(answered):
+    from jaxtransfer.apps import answer_table, compact_evaluation
+
+    text = answer_table(answered)
+    assert max(len(line) for line in text.splitlines()) <= 100
+    assert "Picked by logme" in text and "transferred best on" in text
+    for p in answered.picks:
+        assert p.target in text
+    ev = compact_evaluation(answered)
+    assert max(len(line) for line in ev.splitlines()) <= 100 and "logme (picks)" in ev
+
+
+def test_a_model_that_cannot_take_the_images_is_refused_before_extraction(models, monkeypatch):
+    from jaxtransfer import features
+
+    monkeypatch.setattr(features, "extract", lambda *a, **k: pytest.fail("extraction started"))
+    images, labels, names = default_dataset(60)
+    rgb = np.repeat(images[..., None], 3, axis=-1)
+    with pytest.raises(ValueError, match=r"digit\.npz: the model cannot take inputs of shape \(8, 8, 3\)"):
+        rank(rgb, labels[:2], names[:2], models[:1], ground_truth=False)
+    with pytest.raises(ValueError, match="first convolution takes 1 input channel"):
+        rank(rgb, labels[:2], names[:2], models[:1], ground_truth=False)
+
+
+def test_few_sources_warn_and_bad_rank_options(models):
+    from jaxtransfer.apps import FewPairsWarning
+
+    images, labels, names = default_dataset(60)
+    with pytest.warns(FewPairsWarning, match="2 sources × 2 targets"):
+        rank(
+            images, labels[:2], names[:2], models[:2], estimators=["logme"], num_bootstrap=5, pick_resamples=0
+        )
+    with pytest.raises(ValueError, match="pick_by: 'nce' is not among"):
+        rank(images, labels[:2], names[:2], models[:2], estimators=["logme"], pick_by="nce")
+    with pytest.raises(TypeError, match="sources: each source must be"):
+        rank(images, labels[:2], names[:2], [3.5])
+    with pytest.raises(ValueError, match="two sources share the name"):
+        rank(images, labels[:2], names[:2], [models[0], models[0]])
+
+
+def test_subsample_is_stratified_seeded_and_ordered():
+    from jaxtransfer.apps import subsample
+
+    rng = np.random.default_rng(1)
+    labels = np.stack([rng.integers(0, 10, 5000), rng.integers(0, 2, 5000)])  # 20 strata
+    images = np.arange(5000)
+    kept, sub = subsample(images, labels, 400, seed=3)
+    assert kept.shape == (400,) and np.all(np.diff(kept) > 0)
+    np.testing.assert_array_equal(sub, labels[:, kept])
+    full = np.bincount(labels[0] * 2 + labels[1], minlength=20) * 400 / 5000
+    got = np.bincount(sub[0] * 2 + sub[1], minlength=20)
+    assert np.all(np.abs(got - full) < 1)  # each stratum keeps its share, to the rounding
+    np.testing.assert_array_equal(subsample(images, labels, 400, seed=3)[0], kept)
+    assert not np.array_equal(subsample(images, labels, 400, seed=4)[0], kept)
+    rare = np.zeros((1, 1000), int)
+    rare[0, :3] = 1  # a class of 3 in 1,000 survives a sample of 50, which its share (0.15) would lose
+    assert subsample(np.arange(1000), rare, 50)[1].max() == 1
+
+
+def test_cli_rank_prints_the_answer_last_in_100_columns(models, capsys):
+    argv = ["rank", "--sources", *models, "--max-samples", "150", "--bootstrap", "10",
+            "--pick-resamples", "2", "--estimators", "logme", "hscore", "nce"]  # fmt: skip
     assert main(argv) == 0
-    text = capsys.readouterr().out
-    assert "mobilenet_v2:stage6" in text and "stage times:" in text
-    assert (tmp_path / "summary.png").is_file()
+    captured = capsys.readouterr()
+    out = captured.out
+    answer = out[out.index("Which source to transfer from") :]
+    assert "Picked by logme" in answer and "recommended source" in answer
+    assert max(len(line) for line in answer.splitlines()) <= 100
+    assert "mean rank" not in out  # the wide table only with --wide
+    assert "mean little with fewer than 5 sources" in captured.err  # 3 sources
+    assert main([*argv, "--wide"]) == 0
+    assert "mean rank of the source" in capsys.readouterr().out

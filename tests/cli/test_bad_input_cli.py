@@ -401,11 +401,11 @@ def test_no_estimator_is_silently_dropped(tiny):
     assert messages == [
         f"{est} could not be computed for any source (a layer has no predictions); "
         "its scores are NaN in the outputs"
-        for est in ("leep", "nce")
-    ]
+        for est in ("leep", "nce", "soft_nce")
+    ]  # soft_nce takes the source's probabilities, as leep does
     on_features = ["gbc", "hscore", "linear_mse", "logme", "nleep", "shrinkage_hscore", "transrate"]
-    assert list(result.scores) == ranking_estimators() == [*on_features, "leep", "nce"]
-    for est in ("leep", "nce"):
+    assert list(result.scores) == ranking_estimators() == [*on_features, "leep", "nce", "soft_nce"]
+    for est in ("leep", "nce", "soft_nce"):
         assert np.isnan(result.scores[est]).all()
         assert result.not_computed[est] == {spec.name: "a layer has no predictions"}
     for est in on_features:

@@ -4,11 +4,15 @@
   2019) on digits, MNIST and sprites;
 * :func:`run_keypoints` — keypoint regression (Nguyen et al., UAI 2023) on
   sprites.
+
+Each report records the code that produced it (:func:`code_version`: the
+jaxtransfer version and the git commit) beside its configuration and machine.
 """
 
 from ._attributes import QUICK as ATTRIBUTES_QUICK
 from ._attributes import AttributeConfig as AttributeConfig
 from ._attributes import run_attributes as run_attributes
+from ._common import code_version as code_version
 from ._keypoints import QUICK as KEYPOINTS_QUICK
 from ._keypoints import KeypointConfig as KeypointConfig
 from ._keypoints import run_keypoints as run_keypoints
@@ -18,6 +22,7 @@ __all__ = [
     "KEYPOINTS_QUICK",
     "AttributeConfig",
     "KeypointConfig",
+    "code_version",
     "run_attributes",
     "run_keypoints",
 ]

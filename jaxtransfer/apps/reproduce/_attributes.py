@@ -354,7 +354,7 @@ def _markdown(results: dict) -> str:
     lines = [
         "# Attribute transfer: do NCE and H(Y) predict transfer and hardness?",
         "",
-        generated_by("attributes", results["quick"]),
+        generated_by(results),
         machine(results) + ".",
         "",
         "Protocol (Tran, Nguyen & Hassner, ICCV 2019, on offline data): a small CNN trained on each source "

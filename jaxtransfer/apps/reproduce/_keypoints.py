@@ -338,7 +338,7 @@ def _markdown(r: dict) -> str:
     lines = [
         "# Keypoint regression: do Linear MSE and Label MSE predict transfer?",
         "",
-        generated_by("keypoints", r["quick"]),
+        generated_by(r),
         machine(r) + "; " + cache_note(r),
         "",
         f"Protocol (Nguyen et al., UAI 2023, on offline data): {r['n']} rendered sprites "
