@@ -79,3 +79,18 @@ def test_factorisation_benchmark_smoke(tmp_path):
     # hard features (condition 1e3 and a large mean) take the SVD; easy ones keep the Gram route
     assert all(r["auto_took"] == ("svd" if r["features"] == "hard" else "gram") for r in routes)
     assert all(r["median_s"] > 0 for r in rows if r["case"] == "score_matrix")
+
+
+def test_streaming_benchmark_smoke(tmp_path):
+    out = tmp_path / "streaming.json"
+    subprocess.run(
+        [sys.executable, str(ROOT / "bench" / "bench_streaming.py"), "--tiny", "--out", str(out)],
+        check=True,
+        capture_output=True,
+        timeout=300,
+    )
+    rows = json.loads(out.read_text())["results"]
+    wanted = {"linear_mse", "logme", "hscore", "transrate", "gbc", "nce", "leep"}
+    assert wanted <= {r["estimator"] for r in rows}
+    for row in rows:  # streamed statistics equal the whole-array estimator in float64
+        assert row["float64"]["rel_diff"] < 1e-9, (row["case"], row["estimator"])
