@@ -262,3 +262,19 @@ def nonnegative_values(name: str, value: Any, dtype) -> jnp.ndarray:
         if not np.isfinite(host).all() or (host < 0).any():
             raise ValueError(f"{name} must be finite and >= 0, got {host.tolist()}")
     return jnp.asarray(arr, dtype)
+
+
+def check_probability_rows(name: str, probs: np.ndarray, hint: str = "") -> None:
+    """Rows of ``probs`` must be non-negative and sum to 1, to √eps plus Cz·eps (eps at least
+    float32's, so that float32 probabilities upcast to float64 pass); ``hint`` ends each message."""
+    eps = max(float(np.finfo(probs.dtype).eps), float(np.finfo(np.float32).eps))
+    tol = float(np.sqrt(eps)) + probs.shape[-1] * eps
+    low = probs.min()
+    if low < -tol:
+        where = tuple(int(i) for i in np.unravel_index(np.argmin(probs), probs.shape))
+        raise ValueError(f"{name} must hold probabilities, but entry {where} is {low:.4g}{hint}")
+    sums = probs.sum(axis=-1, dtype=np.float64)
+    dev = np.abs(sums - 1)
+    if dev.max() > tol:
+        row = tuple(int(i) for i in np.unravel_index(np.argmax(dev), sums.shape))
+        raise ValueError(f"{name} rows must sum to 1, but row {row} sums to {sums[row]:.6g}{hint}")

@@ -8,7 +8,15 @@ import numpy as np
 from jaxtransfer_kernels import matmul, sample_weights, soft_joint_histogram
 
 from ._base import Checked, EstimatorInfo, register, run_pair
-from ._checks import as_features, as_labels, check_cells, check_same_samples, is_concrete, take_options
+from ._checks import (
+    as_features,
+    as_labels,
+    check_cells,
+    check_probability_rows,
+    check_same_samples,
+    is_concrete,
+    take_options,
+)
 
 __all__ = ["leep", "leep_from_probabilities"]
 
@@ -17,26 +25,6 @@ _REFERENCE = (
     "Transferability of Learned Representations. ICML 2020."
 )
 _DEFAULTS = {"logits": False, "num_target_classes": None}
-
-
-def _check_probabilities(probs: np.ndarray) -> None:
-    """Rows must be non-negative and sum to 1 (to a tolerance from the dtype, at least float32's,
-    so that float32 probabilities upcast to float64 pass)."""
-    eps = max(float(np.finfo(probs.dtype).eps), float(np.finfo(np.float32).eps))
-    tol = float(np.sqrt(eps)) + probs.shape[-1] * eps
-    hint = "; if these are logits, pass logits=True"
-    low = probs.min()
-    if low < -tol:
-        where = tuple(int(i) for i in np.unravel_index(np.argmin(probs), probs.shape))
-        raise ValueError(f"source_probs must hold probabilities, but entry {where} is {low:.4g}{hint}")
-    sums = probs.sum(axis=-1, dtype=np.float64)
-    dev = np.abs(sums - 1)
-    if dev.max() > tol:
-        row = np.unravel_index(np.argmax(dev), sums.shape)
-        raise ValueError(
-            f"source_probs rows must sum to 1, but row {tuple(int(i) for i in row)} sums to "
-            f"{sums[row]:.6g}{hint}"
-        )
 
 
 def _check(source, target, options, lead) -> Checked:
@@ -54,7 +42,7 @@ def _check(source, target, options, lead) -> Checked:
     check_same_samples("source_probs", theta.shape[-2], "targets", y.shape[-1])
     check_cells(f"leep's joint table ({theta.shape[-1]} source × {cy} target classes)", theta.shape[-1] * cy)
     if not opts["logits"] and is_concrete(theta):
-        _check_probabilities(np.asarray(theta))
+        check_probability_rows("source_probs", np.asarray(theta), "; if these are logits, pass logits=True")
     return Checked(theta, y, y.shape[-1], {"logits": opts["logits"], "num_target_classes": cy}, {})
 
 

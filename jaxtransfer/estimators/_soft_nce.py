@@ -7,7 +7,15 @@ import numpy as np
 from jaxtransfer_kernels import conditional_entropy_from_counts, soft_joint_histogram
 
 from ._base import Checked, EstimatorInfo, register, run_pair
-from ._checks import as_features, as_labels, check_cells, check_same_samples, is_concrete, take_options
+from ._checks import (
+    as_features,
+    as_labels,
+    check_cells,
+    check_probability_rows,
+    check_same_samples,
+    is_concrete,
+    take_options,
+)
 
 __all__ = ["soft_nce"]
 
@@ -16,21 +24,6 @@ _REFERENCE = (
     "Classification Tasks. ICCV 2019 (NCE; here with the soft joint of LEEP, Nguyen et al., ICML 2020)."
 )
 _DEFAULTS = {"num_target_classes": None}
-
-
-def _check_rows(probs: np.ndarray) -> None:
-    """Rows must be non-negative and sum to 1, to √eps (at least float32's) plus Cz·eps."""
-    eps = max(float(np.finfo(probs.dtype).eps), float(np.finfo(np.float32).eps))
-    tol = float(np.sqrt(eps)) + probs.shape[-1] * eps
-    low = probs.min()
-    if low < -tol:
-        where = tuple(int(i) for i in np.unravel_index(np.argmin(probs), probs.shape))
-        raise ValueError(f"source_probs must hold probabilities, but entry {where} is {low:.4g}")
-    sums = probs.sum(axis=-1, dtype=np.float64)
-    dev = np.abs(sums - 1)
-    if dev.max() > tol:
-        row = tuple(int(i) for i in np.unravel_index(np.argmax(dev), sums.shape))
-        raise ValueError(f"source_probs rows must sum to 1, but row {row} sums to {sums[row]:.6g}")
 
 
 def _check(source, target, options, lead) -> Checked:
@@ -47,7 +40,7 @@ def _check(source, target, options, lead) -> Checked:
     cells = theta.shape[-1] * cy
     check_cells(f"soft_nce's joint table ({theta.shape[-1]} source × {cy} target classes)", cells)
     if is_concrete(theta):
-        _check_rows(np.asarray(theta))
+        check_probability_rows("source_probs", np.asarray(theta))
     return Checked(theta, y, y.shape[-1], {"num_target_classes": cy}, {})
 
 
