@@ -4,6 +4,8 @@ Imports only jax and numpy. Everything here is pure and works under ``jit``,
 ``vmap`` and ``grad``; input validation lives in :mod:`jaxtransfer`.
 """
 
+from ._branch import branch as branch
+from ._branch import uniform_batch as uniform_batch
 from ._entropy import conditional_entropy_from_counts as conditional_entropy_from_counts
 from ._entropy import entropy_from_counts as entropy_from_counts
 from ._histogram import ONEHOT_MAX_CELLS as ONEHOT_MAX_CELLS
@@ -23,6 +25,10 @@ from ._ridge import ridge_factor as ridge_factor
 from ._ridge import ridge_objective as ridge_objective
 from ._ridge import ridge_objective_from_stats as ridge_objective_from_stats
 from ._ridge import source_stats as source_stats
+from ._ridge_cv import CV_METHODS as CV_METHODS
+from ._ridge_cv import RidgeCV as RidgeCV
+from ._ridge_cv import ridge_cv_curve as ridge_cv_curve
+from ._ridge_cv import ridge_cv_factor as ridge_cv_factor
 from ._spectrum import GRAM_RESOLUTION as GRAM_RESOLUTION
 from ._spectrum import Scaled as Scaled
 from ._spectrum import Spectrum as Spectrum
@@ -36,14 +42,17 @@ from ._spectrum import spectrum as spectrum
 from ._spectrum import unresolved_band as unresolved_band
 
 __all__ = [
+    "CV_METHODS",
     "GRAM_RESOLUTION",
     "ONEHOT_MAX_CELLS",
     "CrossStats",
+    "RidgeCV",
     "RidgeFactor",
     "Scaled",
     "SourceStats",
     "Spectrum",
     "add_stats",
+    "branch",
     "centre_and_scale",
     "choose_histogram_method",
     "conditional_entropy_from_counts",
@@ -56,6 +65,8 @@ __all__ = [
     "label_counts",
     "matmul",
     "power_of_two_scale",
+    "ridge_cv_curve",
+    "ridge_cv_factor",
     "ridge_factor",
     "ridge_objective",
     "ridge_objective_from_stats",
@@ -65,5 +76,6 @@ __all__ = [
     "soft_joint_histogram",
     "source_stats",
     "spectrum",
+    "uniform_batch",
     "unresolved_band",
 ]

@@ -39,9 +39,9 @@ from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
-from jax import lax
 from jax.scipy.linalg import cho_solve
 
+from ._branch import branch
 from ._spectrum import Spectrum, centre_and_scale, gram, matmul, power_of_two_scale, sample_weights, spectrum
 
 __all__ = [
@@ -238,7 +238,7 @@ def ridge_factor(features, mask=None, *, l2=None, method: str = "auto") -> Ridge
         )
         return RidgeFactor(spec, jnp.array(True), factor, c)
 
-    return lax.cond(use_chol, chol, spectral, None)
+    return branch(use_chol, chol, spectral, None)
 
 
 def ridge_objective(factor: RidgeFactor, targets, l2, mask=None) -> jax.Array:
@@ -302,7 +302,7 @@ def ridge_objective(factor: RidgeFactor, targets, l2, mask=None) -> jax.Array:
         return jnp.sum(resid * resid, axis=0) + c * jnp.sum(coef * coef, axis=0)
 
     def objective(lam):
-        total = lax.cond(factor.cholesky, by_cholesky, by_spectrum, lam)
+        total = branch(factor.cholesky, by_cholesky, by_spectrum, lam)
         return total / count / (sy * sy)
 
     l2 = jnp.asarray(l2, dtype)

@@ -30,8 +30,10 @@ element: the Gram route is kept when its eigenvalues are all either above
 ``GRAM_RESOLUTION``·λ_max (resolved to ~eps/1e-3 relative) or provably zero —
 as many small eigenvalues as the structural rank deficit (the centring's one,
 masked rows, all-zero columns). Otherwise the SVD route runs (2–5× the cost on
-a CPU). Under ``vmap`` the choice is a select, so both routes run; one source
-per step (``lax.map``) keeps it a real branch.
+a CPU). Under ``vmap`` the choice would be a select, so both routes would
+run; :func:`~jaxtransfer_kernels.branch` keeps it a real branch per batch of
+sources inside :func:`~jaxtransfer_kernels.uniform_batch` (one route when the
+batch agrees), and one source per step (``lax.map``) keeps it a branch too.
 
 Rank rule: a singular value at or below ``sqrt(max(n, d))·eps·σ_max`` counts
 as zero (exactly rank-deficient float32 matrices show spurious singular values
@@ -49,6 +51,7 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
+from ._branch import branch
 from ._linalg import safe_eigh, safe_svd
 
 __all__ = [
@@ -269,7 +272,7 @@ def spectrum(features, mask=None, *, center: bool = True, method: str = "auto", 
         basis, sigma, keep = _by_gram(a, e, vecs, bound, GRAM_RESOLUTION)
         return basis, sigma, keep, jnp.array(False), jnp.zeros_like(keep)
 
-    route = lax.cond(small == min(n, d) - bound, gram_route, svd_route, None)
+    route = branch(small == min(n, d) - bound, gram_route, svd_route, None)
     basis, sigma, keep, used_svd, band = route
     return Spectrum(*scaled, basis, sigma, keep, bound, used_svd, band)
 
