@@ -26,6 +26,7 @@ __all__ = [
     "check_cells",
     "check_same_samples",
     "choice",
+    "host_copy",
     "is_concrete",
     "nonnegative_values",
     "num_classes_arg",
@@ -54,6 +55,41 @@ def to_array(name: str, x: Any) -> Any:
     if not arr.dtype.isnative:  # big-endian data from a file, say: the same values, native order
         arr = arr.astype(arr.dtype.newbyteorder("="))
     return arr
+
+
+@jax.jit
+def _any_nonfinite(x):
+    return jnp.any(~jnp.isfinite(x))
+
+
+@jax.jit
+def _min_max(x):
+    return jnp.min(x), jnp.max(x)
+
+
+def _mask_facts(x):
+    """(all entries 0/1, fewest kept samples of any row) of a mask [..., n], where it lives."""
+    xp = np if isinstance(x, np.ndarray) else jnp
+    binary = xp.all((x == 0) | (x == 1)) if x.dtype != bool else True
+    return binary, xp.min(xp.sum(x.astype(bool), axis=-1))
+
+
+def _device(x, dtype) -> jax.Array:
+    """``x`` as a ``jax.Array`` of ``dtype``: a NumPy array is put on the default device once; a
+    ``jax.Array`` stays where it is, with its sharding (a cast runs there)."""
+    if isinstance(x, jax.Array):
+        return x if x.dtype == dtype else x.astype(dtype)
+    return jnp.asarray(np.asarray(x).astype(dtype, copy=False))
+
+
+def host_copy(x) -> np.ndarray:
+    """A host copy of a small array, also of a global array spread over several processes
+    (for error messages and small label arrays; never called on features in the normal path)."""
+    if isinstance(x, jax.Array) and not x.is_fully_addressable:
+        from jax.experimental import multihost_utils
+
+        return np.asarray(multihost_utils.process_allgather(x, tiled=True))
+    return np.asarray(x)
 
 
 def _check_stack(name: str, arr: Any, lead: int) -> None:
@@ -125,12 +161,15 @@ def as_labels(
         raise ValueError(f"{name} needs at least 2 samples, got {arr.shape[-1]}")
     num_classes = num_classes_arg(class_arg, num_classes)
     if is_concrete(arr):
-        host = np.asarray(arr)
-        lo, hi = int(host.min()), int(host.max())
+        if isinstance(arr, np.ndarray):
+            lo, hi = int(arr.min()), int(arr.max())
+        else:  # a reduction on the devices where the labels live
+            lo, hi = (int(v) for v in _min_max(arr))
         if lo < 0:
             raise ValueError(f"{name} contains the negative label {lo}; labels must be class indices >= 0")
         if num_classes is None:
             if hi >= MAX_INFERRED_CLASSES:
+                host = host_copy(arr)
                 where = tuple(int(i[0]) for i in np.nonzero(host == hi))
                 second = int(np.max(host[host != hi])) if np.any(host != hi) else None
                 raise ValueError(
@@ -149,7 +188,7 @@ def as_labels(
             )
         if hi >= 2**31 - 1:
             raise ValueError(f"{name} contains the label {hi}, too large for int32 class indices")
-        return jnp.asarray(host.astype(np.int32, copy=False)), num_classes
+        return _device(arr, jnp.int32), num_classes
     if num_classes is None:
         raise TypeError(
             f"{name} is traced (inside jit, vmap or grad), so its class count cannot be read "
@@ -188,12 +227,15 @@ def as_features(
         # integers, booleans, float16 and bfloat16 (common in training code) compute in the default dtype
         arr = arr.astype(default)
     if is_concrete(arr):
-        host = np.asarray(arr)
-        bad = ~np.isfinite(host)
-        if bad.any():
-            where = tuple(int(i[0]) for i in np.nonzero(bad))
+        if isinstance(arr, np.ndarray):
+            bad = not np.isfinite(arr).all()
+        else:
+            bad = bool(_any_nonfinite(arr))  # a reduction where the array lives; one scalar fetched
+        if bad:
+            host = host_copy(arr)
+            where = tuple(int(i[0]) for i in np.nonzero(~np.isfinite(host)))
             raise ValueError(f"{name} contains a non-finite value ({host[where]}) at index {where}")
-        return jnp.asarray(host)
+        return _device(arr, arr.dtype)
     return arr
 
 
@@ -207,15 +249,12 @@ def as_mask(name: str, x: Any, shape: tuple[int, ...]) -> jax.Array | None:
     if tuple(arr.shape) != tuple(shape):
         raise ValueError(f"{name} must have shape {list(shape)}, got shape {list(arr.shape)}")
     if is_concrete(arr):
-        host = np.asarray(arr)
-        if arr.dtype != bool and not np.isin(host, (0, 1)).all():
+        binary, fewest = (np.asarray(v).item() for v in _mask_facts(arr))
+        if not binary:
             raise ValueError(f"{name} must hold only 0/1 or True/False values")
-        kept = host.astype(bool).sum(axis=-1)
-        if np.min(kept) < 2:
-            raise ValueError(
-                f"{name} keeps {int(np.min(kept))} sample(s) of some pair; at least 2 are needed"
-            )
-        return jnp.asarray(host.astype(bool))
+        if fewest < 2:
+            raise ValueError(f"{name} keeps {int(fewest)} sample(s) of some pair; at least 2 are needed")
+        return _device(arr, bool)
     return arr.astype(bool)
 
 
@@ -264,17 +303,26 @@ def nonnegative_values(name: str, value: Any, dtype) -> jnp.ndarray:
     return jnp.asarray(arr, dtype)
 
 
-def check_probability_rows(name: str, probs: np.ndarray, hint: str = "") -> None:
+def check_probability_rows(name: str, probs, hint: str = "") -> None:
     """Rows of ``probs`` must be non-negative and sum to 1, to √eps plus Cz·eps (eps at least
-    float32's, so that float32 probabilities upcast to float64 pass); ``hint`` ends each message."""
+    float32's, so that float32 probabilities upcast to float64 pass); ``hint`` ends each message.
+    A ``jax.Array`` is checked where it lives (two scalars fetched)."""
     eps = max(float(np.finfo(probs.dtype).eps), float(np.finfo(np.float32).eps))
     tol = float(np.sqrt(eps)) + probs.shape[-1] * eps
-    low = probs.min()
+    low, dev = (float(v) for v in _row_facts(probs))
+    if low >= -tol and dev <= tol:
+        return
+    host = host_copy(probs)
     if low < -tol:
-        where = tuple(int(i) for i in np.unravel_index(np.argmin(probs), probs.shape))
+        where = tuple(int(i) for i in np.unravel_index(np.argmin(host), host.shape))
         raise ValueError(f"{name} must hold probabilities, but entry {where} is {low:.4g}{hint}")
-    sums = probs.sum(axis=-1, dtype=np.float64)
-    dev = np.abs(sums - 1)
-    if dev.max() > tol:
-        row = tuple(int(i) for i in np.unravel_index(np.argmax(dev), sums.shape))
-        raise ValueError(f"{name} rows must sum to 1, but row {row} sums to {sums[row]:.6g}{hint}")
+    sums = host.sum(axis=-1, dtype=np.float64)
+    row = tuple(int(i) for i in np.unravel_index(np.argmax(np.abs(sums - 1)), sums.shape))
+    raise ValueError(f"{name} rows must sum to 1, but row {row} sums to {sums[row]:.6g}{hint}")
+
+
+@jax.jit
+def _row_facts(p):
+    """(smallest entry, largest |row sum − 1|) of probabilities [..., Cz], row sums in float32 or wider."""
+    wide = jnp.promote_types(p.dtype, jnp.float32)
+    return jnp.min(p), jnp.max(jnp.abs(jnp.sum(p.astype(wide), axis=-1) - 1))

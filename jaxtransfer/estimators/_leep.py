@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 from jaxtransfer_kernels import matmul, sample_weights, soft_joint_histogram
 
 from ._base import Checked, EstimatorInfo, register, run_pair
@@ -42,7 +41,7 @@ def _check(source, target, options, lead) -> Checked:
     check_same_samples("source_probs", theta.shape[-2], "targets", y.shape[-1])
     check_cells(f"leep's joint table ({theta.shape[-1]} source × {cy} target classes)", theta.shape[-1] * cy)
     if not opts["logits"] and is_concrete(theta):
-        check_probability_rows("source_probs", np.asarray(theta), "; if these are logits, pass logits=True")
+        check_probability_rows("source_probs", theta, "; if these are logits, pass logits=True")
     return Checked(theta, y, y.shape[-1], {"logits": opts["logits"], "num_target_classes": cy}, {})
 
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import jax
-import numpy as np
 from jaxtransfer_kernels import conditional_entropy_from_counts, soft_joint_histogram
 
 from ._base import Checked, EstimatorInfo, register, run_pair
@@ -40,7 +39,7 @@ def _check(source, target, options, lead) -> Checked:
     cells = theta.shape[-1] * cy
     check_cells(f"soft_nce's joint table ({theta.shape[-1]} source × {cy} target classes)", cells)
     if is_concrete(theta):
-        check_probability_rows("source_probs", np.asarray(theta))
+        check_probability_rows("source_probs", theta)
     return Checked(theta, y, y.shape[-1], {"num_target_classes": cy}, {})
 
 
