@@ -9,9 +9,14 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from jax import lax
+from jax.sharding import Mesh, NamedSharding
+from jax.sharding import PartitionSpec as P
+from jaxtransfer_kernels import uniform_batch
 
 from ._base import get_estimator, unresolved_flag, warn_unresolved
-from ._checks import as_mask
+from ._checks import as_mask, is_concrete
+from ._sample_split import check_can_split, split_pair
+from ._source_stream import is_source_stream, stream_score_matrix
 
 __all__ = ["score_matrix"]
 
@@ -38,9 +43,11 @@ def _map_chunks(fn, xs, size: int, total: int):
     return jax.tree.map(lambda o: o.reshape(chunks * size, *o.shape[2:])[:total], out)
 
 
-@partial(jax.jit, static_argnames=("info", "static", "batch"))
-def _matrix(sources, targets, source_mask, target_mask, dynamic, *, info, static, batch):
-    opts = {**dict(static), **dynamic}
+_CHUNK_AXIS = "jaxtransfer_sources"  # the vmap axis of a chunk of sources (kernels' uniform branches)
+
+
+def _whole(sources, targets, source_mask, target_mask, opts, *, info, batch):
+    """Scores [S, T] and precision flags [S] of this device's sources, every sample here."""
 
     def per_source(s, sm):
         """Scores [T] and whether the working precision resolves this source."""
@@ -65,9 +72,57 @@ def _matrix(sources, targets, source_mask, target_mask, dynamic, *, info, static
             out = info.matrix(s, targets, sm, target_mask, **opts)
             flags = jnp.zeros(out.shape[:1], bool)
             return (out, flags) if batched else (out[0], flags[0])
-        return jax.vmap(per_source)(s, sm) if batched else per_source(s, sm)
+        if not batched:
+            return per_source(s, sm)
+        with uniform_batch(_CHUNK_AXIS):  # a run-time factorisation choice runs one route per chunk
+            return jax.vmap(per_source, axis_name=_CHUNK_AXIS)(s, sm)
 
     return _map_chunks(step, (sources, source_mask), batch, sources.shape[0])
+
+
+def _split(sources, targets, source_mask, target_mask, opts, *, info, axis):
+    """Scores [S, T] of this device's sources from its slice of the samples, merged over ``axis``."""
+
+    def per_source(x):
+        s, sm = x
+
+        def pair(t, tm):
+            m = tm if sm is None else (sm if tm is None else sm & tm)
+            return split_pair(info.name, s, t, m, axis, opts)
+
+        if target_mask is None:
+            return jax.vmap(lambda t: pair(t, None))(targets)
+        return jax.vmap(pair)(targets, target_mask)
+
+    scores = lax.map(per_source, (sources, source_mask))
+    return scores, jnp.zeros(scores.shape[:1], bool)
+
+
+@partial(jax.jit, static_argnames=("info", "static", "batch", "layout"))
+def _matrix(sources, targets, source_mask, target_mask, dynamic, *, info, static, batch, layout):
+    opts = {**dict(static), **dynamic}
+    if layout is None:
+        return _whole(sources, targets, source_mask, target_mask, opts, info=info, batch=batch)
+    mesh, s_axis, n_axis = layout
+    if n_axis is None:
+        body = partial(_whole, info=info, batch=batch)
+    else:
+        body = partial(_split, info=info, axis=n_axis)
+    specs = (
+        P(s_axis, n_axis),  # sources [S, n, ...]
+        P(None, n_axis),  # targets [T, n, ...], every target on every source device
+        P(s_axis, n_axis),  # source mask [S, n]
+        P(None, n_axis),  # target mask [T, n]
+        P(),  # options
+    )
+    run = jax.shard_map(
+        lambda *a: body(*a[:4], {**dict(static), **a[4]}),
+        mesh=mesh,
+        in_specs=specs,
+        out_specs=(P(s_axis), P(s_axis)),
+        check_vma=False,
+    )
+    return run(sources, targets, source_mask, target_mask, dynamic)
 
 
 def score_matrix(
@@ -79,6 +134,9 @@ def score_matrix(
     source_mask=None,
     target_mask=None,
     batch_size: int | None = None,
+    mesh: Mesh | None = None,
+    source_axis: str | None = None,
+    sample_axis: str | None = None,
     **options,
 ) -> jax.Array:
     """Score S stacked sources against T stacked targets on the same n inputs.
@@ -93,7 +151,21 @@ def score_matrix(
     Args:
       estimator: a jaxtransfer estimator (``jaxtransfer.nce``...) or its name.
       sources: [S, n, ...], e.g. labels [S, n], probabilities [S, n, Cz],
-        features [S, n, d].
+        features [S, n, d]; or a stream of S sources that are never all in
+        memory, each one sample set ([n, d], [n]...): a folder (every ``*.npy``
+        in it, sorted by name), a glob pattern or a file, as a ``str`` or
+        ``os.PathLike``; a list or tuple holding paths (one ``.npy`` per
+        source, memory-mapped; a single-array ``.npz`` is read whole); an
+        iterator (a generator, ``map(...)``); or a callable ``i -> source``
+        (e.g. a model's feature extraction) with ``num_sources=S``. A stream
+        is scored a chunk of ``batch_size`` sources at a time (default: about
+        32 MB of sources), so memory does not grow with S; keywords
+        ``num_sources``, ``names`` and ``progress`` apply to streams only
+        (``jaxtransfer.estimators._source_stream.score_sources``, which also
+        returns the file names). Anything else — an array, a memory-mapped
+        array, a nested list of numbers, a list of arrays — is stacked as
+        one array. Samples given in batches (n too large for memory) are for
+        the streaming statistics, :mod:`jaxtransfer.streaming`.
       targets: [T, n, ...], labels [T, n] or values [T, n] / [T, n, k].
       mask: optional bool [n] shared by all pairs.
       source_mask: optional bool [S, n]: the samples each source covers.
@@ -105,12 +177,37 @@ def score_matrix(
         sources against all T targets). Default: the estimator's own choice
         (one source at a time for the ridge estimators, as many as fit in about
         256 MB of count tables for NCE).
+      mesh: optional :class:`jax.sharding.Mesh` to run on (several devices,
+        or several processes after ``jax.distributed.initialize()``). Default:
+        follow the inputs — when ``sources`` is a ``jax.Array`` with a
+        ``NamedSharding`` over more than one device, its mesh, and the mesh
+        axes of its first two dimensions as ``source_axis`` and
+        ``sample_axis``; otherwise one device. Inside a ``jit`` the inputs'
+        placement is unknown: pass ``mesh=`` (and the axes) there.
+      source_axis: the mesh axis that splits the sources (S). Each device
+        factorises its own sources against every target (targets are
+        replicated); the output is sharded along S. The result equals the
+        one-device result (the same arithmetic per source). A 1-D ``mesh``
+        without axis names splits the sources.
+      sample_axis: the mesh axis that splits the samples (n). Each device
+        accumulates the estimator's sufficient statistics on its samples, the
+        statistics are summed with ``psum`` and finalised
+        (:mod:`jaxtransfer.streaming`): nothing of size n leaves a device, at
+        the streamed statistics' precision (about 1e-6 relative in float32 on
+        well-conditioned features; see ``_sample_split.py``). Not for
+        ``nleep``, ``soft_nce`` or regression TransRate (ValueError). Both
+        axes at once on a 2-D mesh split sources and samples. S and n are
+        padded to multiples of the axis sizes (copies of a source, masked
+        samples) when they are not; divisible sizes move no data.
       **options: the estimator's keyword options (class counts, ``l2``...).
         Class counts are inferred from all sources/targets on eager calls.
 
     Returns:
       [S, T] scores, or [S, T, L] when the estimator returns L values per pair
-      (``linear_mse`` with an array of ``l2``).
+      (``linear_mse`` with an array of ``l2``). On a mesh, a ``jax.Array``
+      sharded along S over ``source_axis`` (replicated over the other axes);
+      in a multi-process program it is a global array: fetch it on every
+      process with ``jax.experimental.multihost_utils.process_allgather``.
 
     Raises:
       ValueError, TypeError: as the estimator, naming the stacked arguments;
@@ -121,6 +218,11 @@ def score_matrix(
       >>> jt.score_matrix("nce", [[0, 1, 0, 1], [0, 0, 1, 1]], [[0, 1, 0, 1]]).shape
       (2, 1)
     """
+    if is_source_stream(sources):
+        return stream_score_matrix(
+            estimator, sources, targets, mask=mask, source_mask=source_mask, target_mask=target_mask,
+            batch_size=batch_size, mesh=mesh, source_axis=source_axis, sample_axis=sample_axis, **options,
+        )  # fmt: skip
     fn = get_estimator(estimator)
     info = fn.info
     for name, value in (("sources", sources), ("targets", targets)):
@@ -149,6 +251,13 @@ def score_matrix(
         if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
             raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
         batch = batch_size
+    layout = _layout(src, mesh, source_axis, sample_axis)
+    if layout is not None:
+        if layout[2] is not None:
+            check_can_split(info.name, checked.static)
+        src, tgt, smask, tmask = _place(layout, src, tgt, smask, tmask)
+        local = src.shape[0] // (layout[0].shape[layout[1]] if layout[1] is not None else 1)
+        batch = min(batch, local)
     scores, flags = _matrix(
         src,
         tgt,
@@ -157,7 +266,92 @@ def score_matrix(
         checked.dynamic,
         info=info,
         static=tuple(sorted(checked.static.items())),
-        batch=min(batch, s),
+        batch=min(batch, src.shape[0]),
+        layout=layout,
     )
-    warn_unresolved(info, flags, what="the features of some sources", stacklevel=2)
+    if scores.shape[0] != s:  # sources padded to a multiple of the devices
+        # the [S, T] output is small: replicate it, then drop the padding (uneven shards cannot be sliced)
+        whole = NamedSharding(layout[0], P())
+        scores, flags = jax.device_put(scores, whole)[:s], jax.device_put(flags, whole)[:s]
+    if not is_concrete(flags) or flags.is_fully_addressable:
+        warn_unresolved(info, flags, what="the features of some sources", stacklevel=2)
+    elif bool(_any(flags)):
+        warn_unresolved(info, np.ones((), bool), what="the features of some sources", stacklevel=2)
     return scores
+
+
+_any = jax.jit(jnp.any)
+
+
+def _layout(sources, mesh, source_axis, sample_axis):
+    """(mesh, source axis, sample axis) to run on, or None for one device (``score_matrix``'s rules)."""
+    if mesh is None:
+        if source_axis is not None or sample_axis is not None:
+            raise ValueError("source_axis and sample_axis name axes of a mesh: pass mesh= as well")
+        if not is_concrete(sources):  # inside a jit the placement is not known: pass mesh=
+            return None
+        sharding = getattr(sources, "sharding", None)
+        if not isinstance(sharding, NamedSharding) or sharding.mesh.size == 1:
+            return None
+        spec = (*sharding.spec, None, None)
+        for dim, entry in zip(("sources (S)", "samples (n)"), spec[:2], strict=True):
+            if entry is not None and not isinstance(entry, str):
+                raise ValueError(
+                    f"sources is sharded over several mesh axes {entry} along its {dim} dimension; "
+                    "score_matrix splits each dimension over at most one axis: pass mesh=, "
+                    "source_axis= and sample_axis="
+                )
+        if spec[0] is None and spec[1] is None:
+            return None
+        return sharding.mesh, spec[0], spec[1]
+    if not isinstance(mesh, Mesh):
+        raise TypeError(f"mesh must be a jax.sharding.Mesh, got {type(mesh).__name__}")
+    names = tuple(mesh.axis_names)
+    if source_axis is None and sample_axis is None:
+        if len(names) != 1:
+            raise ValueError(
+                f"mesh has the axes {names}: say which splits the sources (source_axis=) "
+                "and/or which splits the samples (sample_axis=)"
+            )
+        source_axis = names[0]
+    for arg, value in (("source_axis", source_axis), ("sample_axis", sample_axis)):
+        if value is not None and value not in names:
+            raise ValueError(f"{arg}={value!r} is not an axis of the mesh; its axes are {names}")
+    if source_axis == sample_axis:
+        raise ValueError(f"source_axis and sample_axis must be different mesh axes, both are {source_axis!r}")
+    return mesh, source_axis, sample_axis
+
+
+def _pad(x, axis: int, size: int):
+    """``x`` padded along ``axis`` to ``size`` with copies of its last entry (valid values; masked)."""
+    extra = size - x.shape[axis]
+    if extra == 0:
+        return x
+    edge = lax.slice_in_dim(x, x.shape[axis] - 1, x.shape[axis], axis=axis)
+    return jnp.concatenate([x, jnp.repeat(edge, extra, axis=axis)], axis=axis)
+
+
+def _place(layout, src, tgt, smask, tmask):
+    """The inputs padded to multiples of the axis sizes and put on the mesh as ``_matrix`` splits them."""
+    mesh, s_axis, n_axis = layout
+    s, n = src.shape[:2]
+    s_pad = -(-s // mesh.shape[s_axis]) * mesh.shape[s_axis] if s_axis is not None else s
+    n_pad = -(-n // mesh.shape[n_axis]) * mesh.shape[n_axis] if n_axis is not None else n
+    if n_pad != n:  # padded samples are masked out of every pair
+        keep = jnp.arange(n_pad) < n
+        smask = jnp.broadcast_to(keep, (s, n_pad)) if smask is None else _pad(smask, 1, n_pad) & keep
+        tmask = None if tmask is None else _pad(tmask, 1, n_pad) & keep
+        src, tgt = _pad(src, 1, n_pad), _pad(tgt, 1, n_pad)
+    if s_pad != s:
+        src = _pad(src, 0, s_pad)
+        smask = None if smask is None else _pad(smask, 0, s_pad)
+
+    def put(x, spec):
+        return None if x is None else jax.device_put(x, NamedSharding(mesh, spec))
+
+    return (
+        put(src, P(s_axis, n_axis)),
+        put(tgt, P(None, n_axis)),
+        put(smask, P(s_axis, n_axis)),
+        put(tmask, P(None, n_axis)),
+    )
