@@ -23,6 +23,7 @@ values of one masked block per class (``finish``).
 
 from __future__ import annotations
 
+from functools import partial
 from numbers import Real
 from typing import NamedTuple
 
@@ -40,7 +41,16 @@ from jaxtransfer_kernels import (
 )
 
 from ._base import Checked, EstimatorInfo, one_source_per_step, register, run_pair
-from ._checks import as_features, as_labels, check_same_samples, choice, is_concrete, static_int, take_options
+from ._checks import (
+    as_features,
+    as_labels,
+    check_same_samples,
+    choice,
+    host_copy,
+    is_concrete,
+    static_int,
+    take_options,
+)
 
 __all__ = ["transrate"]
 
@@ -132,7 +142,7 @@ def _check(source, target, options, lead) -> Checked:
         y = as_features("targets", target, lead=lead, allow_vector=True, what="k")
         n_y, classes = y.shape[-2], None
     check_same_samples("features", f.shape[-2], "targets", n_y)
-    rows = _class_rows(y, n_y, task, bins)
+    rows = _class_rows(y, n_y, task, bins, classes)
     static = {
         "weighting": weighting,
         "task": task,
@@ -143,7 +153,12 @@ def _check(source, target, options, lead) -> Checked:
     return Checked(f, y, n_y, static, {"coef": _coefficient(opts["eps"], f.shape[-1], f.dtype)})
 
 
-def _class_rows(y, n: int, task: str, bins: int | None) -> int:
+@partial(jax.jit, static_argnums=1)
+def _largest_class(rows, classes: int):
+    return jnp.max(jax.vmap(lambda r: jnp.bincount(r, length=classes))(rows))
+
+
+def _class_rows(y, n: int, task: str, bins: int | None, classes: int = 1) -> int:
     """A static bound on the rows of any one class (or bin): the size of the block whose singular
     values each class costs. ``n`` when the targets are traced.
 
@@ -155,11 +170,10 @@ def _class_rows(y, n: int, task: str, bins: int | None) -> int:
     """
     if not is_concrete(y) or n == 0:
         return n
-    values = np.asarray(y)
-    if task == "classification":
-        rows = values.reshape(-1, n)
-        largest = max(int(np.bincount(r).max()) for r in rows) if rows.size else 0
+    if task == "classification":  # where the labels live (a jitted count), one scalar fetched
+        largest = int(_largest_class(y.reshape(-1, n), classes)) if y.size else 0
     else:
+        values = host_copy(y)
         columns = np.moveaxis(values.reshape(-1, n, values.shape[-1]), 1, -1)  # [.., k, n]
         ties = max(int(np.unique(c, return_counts=True)[1].max()) for c in columns.reshape(-1, n))
         largest = -(-n // bins) + ties - 1
