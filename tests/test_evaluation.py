@@ -91,5 +91,177 @@ def test_evaluate_bad_input():
         ev.evaluate(np.zeros((3, 2)), np.zeros((3, 3)))
     with pytest.raises(ValueError, match="at least 2 sources"):
         ev.evaluate(np.zeros((1, 2)), np.zeros((1, 2)))
-    with pytest.raises(ValueError, match="actual has non-finite"):
+    with pytest.raises(ValueError, match="actual has infinite values"):
+        ev.evaluate(np.zeros((3, 2)), np.full((3, 2), np.inf))
+    with pytest.raises(ValueError, match="no target with 2 present pairs"):  # NaN: every pair missing
         ev.evaluate(np.zeros((3, 2)), np.full((3, 2), np.nan))
+    with pytest.raises(
+        ValueError, match=r"no target with 2 present pairs \(present pairs per target: \[1, 1\]"
+    ):
+        ev.evaluate(np.zeros((3, 2)), np.zeros((3, 2)), mask=np.eye(3, 2, dtype=bool))
+    with pytest.raises(TypeError, match="mask must be a bool array, got dtype int"):
+        ev.evaluate(np.zeros((3, 2)), np.zeros((3, 2)), mask=np.ones((3, 2), int))
+    with pytest.raises(
+        ValueError, match=r"mask must have the shape of scores and actual \(3, 2\), got \(2, 3\)"
+    ):
+        ev.evaluate(np.zeros((3, 2)), np.zeros((3, 2)), mask=np.ones((2, 3), bool))
+
+
+# --- missing pairs -------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("case", range(4))
+def test_masked_correlations_match_scipy_on_the_present_entries(case, rng):
+    x, y = list(_cases(rng))[case]
+    keep = rng.random(x.shape[0]) < 0.7
+    xs, ys = np.where(keep, x, np.nan), np.where(keep, y, -1e30)  # absent entries must not count
+    refs = {ev.pearson: stats.pearsonr, ev.spearman: stats.spearmanr, ev.kendall_tau: stats.kendalltau,
+            ev.weighted_tau: stats.weightedtau}  # fmt: skip
+    with x64():
+        for fn, ref in refs.items():
+            if fn is ev.weighted_tau and case == 1:
+                continue  # joint ties: tested unmasked above
+            np.testing.assert_allclose(fn(xs, ys, keep), ref(x[keep], y[keep])[0], rtol=1e-10)
+        np.testing.assert_allclose(np.asarray(ev.rankdata(xs, keep))[keep], stats.rankdata(x[keep]))
+        np.testing.assert_allclose(ev.regret(xs, ys, keep), ev.regret(x[keep], y[keep]), rtol=1e-12)
+        for k in (1, 3, int(keep.sum())):
+            assert float(ev.top_k_hit(xs, ys, k, keep)) == float(ev.top_k_hit(x[keep], y[keep], k))
+
+
+def test_evaluate_missing_pairs_hand_worked():
+    # 3 tasks, each a source and a target; a task's pair with itself is missing (NaN in actual)
+    actual = np.array([[np.nan, 0.8, 0.3], [0.6, np.nan, 0.9], [0.4, 0.2, np.nan]])
+    scores = np.array([[9.0, 1.0, 2.0], [3.0, 9.0, 1.0], [4.0, 0.0, 9.0]])  # the diagonal is ignored
+    r = ev.evaluate(scores, actual, num_bootstrap=0)
+    # target 0: sources 1, 2 have actual 0.6 > 0.4, scores 3 < 4: discordant, pick source 2 (regret 0.2)
+    # target 1: sources 0, 2: 0.8 > 0.2 and 1 > 0: concordant, right pick
+    # target 2: sources 0, 1: 0.3 < 0.9 and 2 > 1: discordant, pick source 0 (regret 0.6)
+    np.testing.assert_allclose(r["kendall_within"].value, -1 / 3, rtol=1e-6)
+    np.testing.assert_allclose(r["spearman_within"].value, -1 / 3, rtol=1e-6)
+    np.testing.assert_allclose(r["top1_hit"].value, 1 / 3, rtol=1e-6)
+    np.testing.assert_allclose(r["regret"].value, (0.2 + 0.0 + 0.6) / 3, rtol=1e-6)
+    off = ~np.eye(3, dtype=bool)
+    np.testing.assert_allclose(
+        r["kendall_pooled"].value, stats.kendalltau(scores[off], actual[off])[0], rtol=1e-6
+    )
+    # the same pairs given by a mask (the diagonal holds garbage) or by NaN in scores
+    by_mask = ev.evaluate(scores, np.nan_to_num(actual, nan=5.0), mask=off, num_bootstrap=50)
+    by_nan = ev.evaluate(np.where(off, scores, np.nan), np.nan_to_num(actual, nan=5.0), num_bootstrap=50)
+    assert by_mask == by_nan
+    assert by_mask["kendall_within"].value == pytest.approx(r["kendall_within"].value)
+
+
+def test_evaluate_with_missing_pairs_against_scipy_per_target(rng):
+    s, t = 9, 5
+    actual = rng.normal(size=(s, t))
+    scores = actual + rng.normal(size=(s, t))
+    mask = rng.random((s, t)) < 0.7
+    mask[:, 4] = False
+    mask[[2, 5], 4] = True  # target 4: two sources
+    mask[:, 3] = False
+    mask[6, 3] = True  # target 3: one source, no choice to make: left out of the within-target means
+    with x64():
+        r = ev.evaluate(scores, actual, mask=mask, num_bootstrap=0)
+    ranked = [j for j in range(t) if mask[:, j].sum() >= 2]
+    assert ranked == [0, 1, 2, 4]
+    refs = {"pearson": stats.pearsonr, "spearman": stats.spearmanr, "kendall": stats.kendalltau,
+            "weighted_tau": stats.weightedtau}  # fmt: skip
+    for name, ref in refs.items():
+        within = np.mean([ref(scores[mask[:, j], j], actual[mask[:, j], j])[0] for j in ranked])
+        np.testing.assert_allclose(r[f"{name}_within"].value, within, rtol=1e-9, err_msg=name)
+        np.testing.assert_allclose(r[f"{name}_pooled"].value, ref(scores[mask], actual[mask])[0], rtol=1e-9)
+    picks = [np.flatnonzero(mask[:, j])[np.argmax(scores[mask[:, j], j])] for j in ranked]
+    best = [np.max(actual[mask[:, j], j]) for j in ranked]
+    np.testing.assert_allclose(
+        r["regret"].value, np.mean([b - actual[p, j] for b, p, j in zip(best, picks, ranked, strict=True)])
+    )
+    np.testing.assert_allclose(
+        r["top1_hit"].value, np.mean([actual[p, j] == b for b, p, j in zip(best, picks, ranked, strict=True)])
+    )
+
+
+def test_evaluate_on_a_subset_of_sources_equals_the_masked_evaluation(rng):
+    s, t = 10, 4
+    actual = rng.normal(size=(s, t)) + np.arange(t)
+    scores = actual + 0.8 * rng.normal(size=(s, t))
+    rows = np.array([0, 2, 3, 5, 8, 9])
+    mask = np.zeros((s, t), bool)
+    mask[rows] = True
+    masked = ev.evaluate(scores, actual, mask=mask, num_bootstrap=0)
+    subset = ev.evaluate(scores[rows], actual[rows], num_bootstrap=0)
+    for name in subset:
+        np.testing.assert_allclose(masked[name].value, subset[name].value, rtol=1e-5, err_msg=name)
+
+
+def test_bootstrap_keeps_missing_pairs_missing(rng):
+    # the diagonal holds a huge outlier; were it ever resampled into a target's sources, pooled Pearson
+    # would collapse in some resamples
+    s = 8
+    actual = rng.normal(size=(s, s))
+    scores = actual + 0.3 * rng.normal(size=(s, s))
+    outlier = np.where(np.eye(s, dtype=bool), 1e6, actual)
+    r = ev.evaluate(scores, outlier, mask=~np.eye(s, dtype=bool), num_bootstrap=300, seed=3)
+    assert r["pearson_pooled"].low > 0.5
+    again = ev.evaluate(np.where(np.eye(s, dtype=bool), np.nan, scores), actual, num_bootstrap=300, seed=3)
+    assert again == r
+
+
+# --- the noise ceiling -------------------------------------------------------------------------------
+
+
+def test_seed_agreement_is_the_mean_over_ordered_pairs_of_runs(rng):
+    runs = rng.normal(size=(3, 6, 4)) + rng.normal(size=(1, 6, 4))
+    mask = ~np.eye(6, 4, dtype=bool)
+    got = ev.seed_agreement(runs, mask=mask, num_bootstrap=0)
+    pairs = [(i, j) for i in range(3) for j in range(3) if i != j]
+    for name in got:
+        ref = np.mean(
+            [ev.evaluate(runs[i], runs[j], mask=mask, num_bootstrap=0)[name].value for i, j in pairs]
+        )
+        np.testing.assert_allclose(got[name].value, ref, rtol=1e-5, err_msg=name)
+    same = ev.seed_agreement(np.stack([runs[0]] * 2), num_bootstrap=20)
+    assert same["kendall_within"] == (1.0, 1.0, 1.0) and same["regret"].value == 0.0
+    boot = ev.seed_agreement(runs, mask=mask, num_bootstrap=100, seed=1)
+    assert boot["kendall_within"].low < got["kendall_within"].value < boot["kendall_within"].high
+    with pytest.raises(ValueError, match="at least 2 runs"):
+        ev.seed_agreement(runs[:1])
+    with pytest.raises(ValueError, match=r"must be \[N, S, T\]"):
+        ev.seed_agreement(runs[0])
+
+
+def test_noise_ceiling_closed_form():
+    iv = ev.Interval(0.5, 0.2, 0.8)
+    got = ev.noise_ceiling({"pearson_within": iv, "kendall_pooled": iv, "spearman_within": iv,
+                            "top1_hit": iv, "weighted_tau_within": iv}, 3)  # fmt: skip
+    assert set(got) == {"pearson_within", "kendall_pooled", "spearman_within"}
+    for r, c in zip((0.5, 0.2, 0.8), got["pearson_within"], strict=True):
+        assert c == pytest.approx(np.sqrt(3 * r / (1 + 2 * r)))
+    rho = np.sin(np.pi * 0.5 / 2)
+    assert got["kendall_pooled"].value == pytest.approx(
+        2 / np.pi * np.arcsin(np.sqrt(3 * rho / (1 + 2 * rho)))
+    )
+    rho = 2 * np.sin(np.pi * 0.5 / 6)
+    expected = 6 / np.pi * np.arcsin(np.sqrt(3 * rho / (1 + 2 * rho)) / 2)
+    assert got["spearman_within"].value == pytest.approx(expected)
+    assert ev.noise_ceiling({"kendall_within": ev.Interval(-0.2, -0.5, 1.0)}, 3)["kendall_within"] == (
+        0,
+        0,
+        1,
+    )
+    assert ev.noise_ceiling({"pearson_pooled": iv}, 1)["pearson_pooled"].value == pytest.approx(np.sqrt(0.5))
+    with pytest.raises(ValueError, match="num_runs must be an integer >= 1, got 0"):
+        ev.noise_ceiling({}, 0)
+
+
+def test_noise_ceiling_matches_the_noise_free_truth_in_simulation(rng):
+    # a_i = μ + ε_i: the ceiling from the runs' agreement is the correlation of μ with their mean
+    s, n = 250, 3
+    mu = rng.normal(size=(s, 2))
+    runs = mu[None] + rng.normal(size=(n, s, 2))
+    with x64():
+        agreement = ev.seed_agreement(runs, num_bootstrap=0)
+        ceiling = ev.noise_ceiling(agreement, n)
+        truth = ev.evaluate(mu, runs.mean(axis=0), num_bootstrap=0)
+    for name in ("pearson_pooled", "spearman_pooled", "kendall_pooled", "kendall_within", "spearman_within"):
+        assert agreement[name].value < truth[name].value - 0.1  # one run is a much lower bar than the mean
+        np.testing.assert_allclose(ceiling[name].value, truth[name].value, atol=0.03, err_msg=name)

@@ -3,8 +3,8 @@
 ``rank``'s outputs (:func:`ranked_table`, :func:`evaluation_table`,
 :func:`write_outputs`) and the pieces every report uses: Markdown tables of
 evaluation statistics, ``results.json`` + ``report.md``, a grid of score
-against actual transfer, and the bar chart of each estimator's pooled Pearson
-and within-target Spearman. Every file appears whole: it is written through
+against actual transfer, and the bar chart of each estimator's within-target
+Kendall τ and Spearman and pooled Pearson. Every file appears whole: it is written through
 :func:`jaxtransfer._io.atomic_write` (figures are rendered in memory first).
 """
 
@@ -23,7 +23,9 @@ from .._io import atomic_write, check_output_folder
 from ._rank import RankResult
 
 __all__ = [
+    "CEILING_ROWS",
     "STAT_COLUMNS",
+    "SUMMARY_STATS",
     "WIDTH",
     "answer_table",
     "cell",
@@ -40,17 +42,25 @@ __all__ = [
 ]
 
 STAT_COLUMNS = (
-    ("pearson_pooled", "Pearson pooled"),
-    ("spearman_pooled", "Spearman pooled"),
-    ("kendall_pooled", "Kendall pooled"),
-    ("weighted_tau_pooled", "weighted τ pooled"),
-    ("pearson_within", "Pearson within"),
+    ("kendall_within", "**Kendall τ within**"),
     ("spearman_within", "Spearman within"),
-    ("kendall_within", "Kendall within"),
+    ("pearson_within", "Pearson within"),
     ("weighted_tau_within", "weighted τ within"),
     ("top1_hit", "top-1 hit"),
     ("regret", "regret"),
+    ("kendall_pooled", "Kendall pooled"),
+    ("spearman_pooled", "Spearman pooled"),
+    ("pearson_pooled", "Pearson pooled"),
+    ("weighted_tau_pooled", "weighted τ pooled"),
 )
+"""The report tables' columns, the headline first: Kendall's τ within target (robust to outlying pairs,
+what model-selection papers compare), then the other within-target figures, then the pooled ones."""
+
+CEILING_ROWS = (
+    ("between_seeds", "*noise ceiling: one seed's transfer vs another's*"),
+    ("ceiling", "*noise ceiling: noise-free transfer vs the mean of {n} seeds*"),
+)
+"""The rows a report table adds below the estimators when the truth was measured with several seeds."""
 
 
 def ranked_table(result: RankResult) -> str:
@@ -342,25 +352,45 @@ def _score_plot(result: RankResult, est: str, path: Path) -> Path:
     return save_figure(fig, path)
 
 
+SUMMARY_STATS = (
+    ("kendall_within", "Kendall τ, within target"),
+    ("spearman_within", "Spearman, within target"),
+    ("pearson_pooled", "Pearson, pooled"),
+)
+"""The bars of :func:`summary_bars`, per estimator."""
+
+
 def summary_bars(
-    path: Path, evaluation: dict, *, title: str, ylabel: str = "correlation with actual transfer"
+    path: Path,
+    evaluation: dict,
+    *,
+    title: str,
+    ylabel: str = "correlation with actual transfer",
+    ceiling: dict | None = None,
 ) -> Path:
-    """Pooled Pearson and within-target Spearman of each estimator, with their intervals, as a PNG.
+    """Within-target Kendall τ and Spearman and pooled Pearson of each estimator, with their intervals,
+    as a PNG.
 
     ``evaluation`` maps estimator -> statistic -> (value, low, high); an
-    undefined (NaN) statistic is drawn as 0.
+    undefined (NaN) statistic is drawn as 0. ``ceiling`` (statistic ->
+    (value, low, high), the noise ceiling of the truth) draws a dashed line
+    at the ceiling of each statistic drawn, in its bar's colour.
     """
     plt = _pyplot()
     ests = list(evaluation)
-    fig, ax = plt.subplots(figsize=(max(6, 0.6 * len(ests) + 2), 4), dpi=90)
+    fig, ax = plt.subplots(figsize=(max(6, 0.75 * len(ests) + 2), 4), dpi=90)
     x = np.arange(len(ests))
-    for offset, (stat, label) in enumerate(
-        (("pearson_pooled", "Pearson, pooled"), ("spearman_within", "Spearman, within target"))
-    ):
+    width = 0.8 / len(SUMMARY_STATS)
+    for offset, (stat, label) in enumerate(SUMMARY_STATS):
         vals = np.array([evaluation[e][stat] for e in ests], float)
         shown = np.nan_to_num(vals)
         err = np.abs(shown[:, 1:].T - shown[:, 0])
-        ax.bar(x + (offset - 0.5) * 0.38, shown[:, 0], 0.38, yerr=err, capsize=2, label=label)
+        pos = x + (offset - (len(SUMMARY_STATS) - 1) / 2) * width
+        bars = ax.bar(pos, shown[:, 0], width, yerr=err, capsize=2, label=label)
+        if ceiling and stat in ceiling and np.isfinite(ceiling[stat][0]):
+            ax.axhline(ceiling[stat][0], color=bars.patches[0].get_facecolor(), lw=1, ls="--")
+    if ceiling:
+        ax.plot([], [], color="0.3", lw=1, ls="--", label="noise ceiling (mean of the seeds)")
     ax.axhline(0, color="k", lw=0.5)
     ax.set_xticks(x, ests, rotation=35, ha="right", fontsize=7)
     ax.set(ylabel=ylabel, title=title)
@@ -417,17 +447,30 @@ def cell(v) -> str:
     return f"{value:.2f} [{low:.2f}, {high:.2f}]"
 
 
-def markdown_table(evaluation: dict[str, dict[str, list[float]]], names: dict[str, str] | None = None) -> str:
+def markdown_table(
+    evaluation: dict[str, dict[str, list[float]]],
+    names: dict[str, str] | None = None,
+    *,
+    ceiling: dict[str, dict[str, list[float]]] | None = None,
+    seeds: int = 1,
+) -> str:
     """One row per estimator: the statistics of :data:`STAT_COLUMNS` with their intervals.
 
-    ``names`` gives an estimator's label in the table (default: its key).
+    ``names`` gives an estimator's label in the table (default: its key). With
+    ``ceiling`` (``{"between_seeds": stats, "ceiling": stats}``, see
+    :func:`jaxtransfer.apps.reproduce._common.ceilings`) the table ends with
+    the :data:`CEILING_ROWS` for ``seeds`` seeds; a statistic a row lacks is —.
     """
     names = names or {}
     head = "| estimator | " + " | ".join(label for _, label in STAT_COLUMNS) + " |"
     lines = [head, "|" + "---|" * (len(STAT_COLUMNS) + 1)]
-    for est, stats in evaluation.items():
-        cells = " | ".join(cell(stats[key]) for key, _ in STAT_COLUMNS)
-        lines.append(f"| {names.get(est, est)} | {cells} |")
+    rows = [(names.get(est, est), stats) for est, stats in evaluation.items()]
+    if ceiling:
+        rows += [(label.format(n=seeds), ceiling[key]) for key, label in CEILING_ROWS if key in ceiling]
+    missing = (float("nan"),) * 3
+    for label, stats in rows:
+        cells = " | ".join(cell(stats.get(key, missing)) for key, _ in STAT_COLUMNS)
+        lines.append(f"| {label} | {cells} |")
     return "\n".join(lines)
 
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from ..apps.reproduce import run_attributes, run_keypoints
+from ..apps.reproduce import DEFAULT_SEEDS, run_attributes, run_keypoints
 from ._common import CLIError, check_output
 
 __all__ = ["DEFAULT_OUT", "add_reproduce_parser"]
@@ -19,7 +19,10 @@ def _reproduce(args) -> int:
     if args.cache:
         check_output(args.cache, "--cache", folder=True)
     try:
-        results = run(out, quick=args.quick, cache=args.cache, progress=False if args.no_progress else None)
+        results = run(
+            out, quick=args.quick, cache=args.cache, progress=False if args.no_progress else None,
+            seeds=args.seeds,
+        )  # fmt: skip
     except (ValueError, FloatingPointError) as err:
         raise CLIError(str(err)) from None
     folder = out / args.protocol
@@ -50,6 +53,15 @@ def add_reproduce_parser(sub) -> None:
     )
     p.add_argument(
         "--quick", action="store_true", help="tiny sizes: a smoke test that runs in about a minute"
+    )
+    p.add_argument(
+        "--seeds",
+        type=int,
+        default=None,
+        metavar="N",
+        help=f"run each transfer with N seeds (default {DEFAULT_SEEDS}; 1 with --quick): the ground truth "
+        "is their mean and their agreement the noise ceiling that no estimator can be expected to beat "
+        "(needs N >= 2)",
     )
     p.add_argument(
         "--cache", help="trained source models are kept here (default: $JAXTRANSFER_CACHE/reproduce)"

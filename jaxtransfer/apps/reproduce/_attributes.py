@@ -17,15 +17,19 @@ split:
 2. actual transfer to every target task: head retraining on the frozen
    features (:func:`jaxtransfer.transfer.head_retrain`) and fine-tuning of the
    whole network (:func:`jaxtransfer.transfer.fine_tune_many`, all targets of a
-   source as one vmapped run) — test accuracy and log-likelihood;
+   source as one vmapped run) — test accuracy and log-likelihood, each run
+   with ``seeds`` seeds and averaged (the runs' agreement is the noise
+   ceiling of each kind of transfer);
 3. every pair is scored on the train half: NCE from the two tasks' labels
    (the paper's setting), NCE and LEEP from the source model's predictions,
-   and the feature-based estimators (LogME, Linear MSE on one-hot labels,
-   H-score, shrinkage H-score, TransRate, GBC, NLEEP), plus a "target only"
+   and the feature-based estimators (LogME, Linear MSE and, when registered,
+   held-out Linear MSE on one-hot labels, H-score, shrinkage H-score,
+   TransRate, GBC, NLEEP), plus a "target only"
    baseline −H(Y_target) that ignores the source;
 4. each estimator is judged against each kind of actual transfer, pooled and
    within target (:func:`jaxtransfer.evaluation.evaluate`), and H(Y) against
-   each task's own trained accuracy and log-likelihood.
+   each task's own trained accuracy and log-likelihood; Kendall's τ within
+   target is the headline, beside Spearman, with the noise ceiling below.
 """
 
 from __future__ import annotations
@@ -43,12 +47,15 @@ from ...evaluation import evaluate
 from .._rank import ranking_estimators
 from .._report import cell, markdown_table, summary_bars, write_report
 from ._common import (
+    DEFAULT_SEEDS,
     INTERVAL_NOTE,
     ModelCache,
     Source,
     Stages,
     Tasks,
     cache_note,
+    ceiling_note,
+    check_seeds,
     generated_by,
     machine,
     pair_scatter,
@@ -79,6 +86,7 @@ class AttributeConfig:
     fine_tune_learning_rate: float = 1e-3
     fine_tune_target_batch: int | None = 1  # one target at a time: faster on CPUs; same results
     seed: int = 0
+    seeds: int = DEFAULT_SEEDS  # transfer runs per pair, seeds seed, seed + 1, …
     num_bootstrap: int = 1000
 
 
@@ -90,6 +98,7 @@ QUICK = AttributeConfig(
     task_limit=4,
     source_epochs=1,
     fine_tune_epochs=1,
+    seeds=1,
     num_bootstrap=20,
 )
 
@@ -169,18 +178,20 @@ def _source_key(tasks: Tasks, arch: dict, config: AttributeConfig) -> dict:
 
 
 def _measure(config: AttributeConfig, tasks: Tasks):
-    """``measure(model, outputs)`` for :func:`run_protocol`: test accuracy and log-likelihood on every
-    task after head retraining and after fine-tuning the whole network, with the seconds each took."""
+    """``measure(model, outputs, seed)`` for :func:`run_protocol`: test accuracy and log-likelihood on
+    every task after head retraining and after fine-tuning the whole network with ``seed`` (the new
+    head's initialisation and the batches; head retraining, a convex fit from zero on the fixed split,
+    does not depend on it), with the seconds each took."""
     x, labels, train = tasks.images, tasks.targets, tasks.train
 
-    def measure(model, outputs):
+    def measure(model, outputs, seed):
         f = np.asarray(outputs.features)
         t0 = time.perf_counter()
         head = transfer.head_retrain(f, labels, train_mask=train)
         t1 = time.perf_counter()
         _, ft = transfer.fine_tune_many(
             model, x, labels, train_mask=train, epochs=config.fine_tune_epochs,
-            batch_size=config.batch_size, learning_rate=config.fine_tune_learning_rate, seed=config.seed,
+            batch_size=config.batch_size, learning_rate=config.fine_tune_learning_rate, seed=seed,
             target_batch=config.fine_tune_target_batch, progress=False,
         )  # fmt: skip
         return {
@@ -200,7 +211,10 @@ def _score(config: AttributeConfig, tasks: Tasks):
     train = tasks.train
     y_train = tasks.targets[:, train]
     num_classes = int(tasks.targets.max()) + 1
-    infos = {e: jt.get_estimator(e).info for e in ranking_estimators()}
+    names = ranking_estimators()
+    if "heldout_linear_mse" in jt.available_estimators() and "heldout_linear_mse" not in names:
+        names.append("heldout_linear_mse")  # scored on one-hot targets beside linear_mse
+    infos = {e: jt.get_estimator(e).info for e in names}
     on_features = {e: info for e, info in infos.items() if info.source == "features"}
 
     def rows(src: Source) -> dict[str, np.ndarray]:  # the source's row [T] of each estimator
@@ -273,9 +287,11 @@ def _run_dataset(name: str, config: AttributeConfig, cache_root, progress, print
         "num_classes": tasks.num_outputs,
         "architecture": arch,
         "actual": run.actual | {"fine_tune_log_likelihood": ft_ll},
+        "actual_runs": run.runs,
         "own": own | {"hardness": run.scored},
         "scores": run.scores,
         "evaluation": run.evaluation,
+        "noise_ceiling": run.noise_ceiling,
         "hardness": hardness,
         "target_variance_share": run.target_variance_share,
         "timings_s": timings,
@@ -290,6 +306,7 @@ _NAMES = {
     "leep": "LEEP",
     "logme": "LogME",
     "linear_mse": "Linear MSE (one-hot, λ=1)",
+    "heldout_linear_mse": "held-out Linear MSE (one-hot)",
     "hscore": "H-score",
     "shrinkage_hscore": "shrinkage H-score",
     "transrate": "TransRate",
@@ -307,12 +324,15 @@ def run_attributes(
     progress: bool | None = None,
     print_fn=print,
     config: AttributeConfig | None = None,
+    seeds: int | None = None,
 ) -> dict:
     """Run the attribute protocol and write ``out/attributes/{results.json, report.md, *.png}``.
 
     Args:
       out: the results folder (``bench/results/quality`` for the committed report).
-      quick: the smoke-test sizes (:data:`QUICK`): a few tasks, tiny data, one epoch.
+      quick: the smoke-test sizes (:data:`QUICK`): a few tasks, tiny data, one epoch, one seed.
+      seeds: transfer runs per pair (seeds ``config.seed`` …), overriding the configuration's
+        (default 3, 1 with ``quick``); the truth is their mean, their agreement the noise ceiling.
       cache: where trained source models are kept (default
         ``$JAXTRANSFER_CACHE/reproduce`` or ``~/.cache/jaxtransfer/reproduce``).
       progress: progress bars (None: when stderr is a terminal).
@@ -320,8 +340,11 @@ def run_attributes(
 
     Returns:
       the results as written to ``results.json``.
+
+    Raises:
+      ValueError: ``seeds`` is not an integer >= 1.
     """
-    config = config or (QUICK if quick else AttributeConfig())
+    config = check_seeds(config or (QUICK if quick else AttributeConfig()), seeds)
     start = time.perf_counter()
     per_dataset = [_run_dataset(name, config, cache, progress, print_fn) for name in config.datasets]
     results = protocol_header("attributes", config, quick) | {
@@ -345,6 +368,7 @@ def _write(folder: Path, results: dict) -> None:
             folder / f"{name}_summary.png",
             d["evaluation"]["head_accuracy"],
             title=f"{name}: estimators vs head-retraining accuracy (95% bootstrap CI)",
+            ceiling=d["noise_ceiling"].get("head_accuracy", {}).get("ceiling"),
         )
     write_report(folder, results, _markdown(results))
 
@@ -362,8 +386,11 @@ def _markdown(results: dict) -> str:
         f"by fine-tuning the whole network ({cfg['fine_tune_epochs']} epochs); test accuracy on a fixed "
         "half of the images. Estimators are computed on the train half. *Pooled* statistics run over "
         "all source–target pairs; *within* statistics over the sources of each target, averaged over "
-        "targets — what choosing a source for a given target needs. 95% percentile bootstrap intervals "
-        f"resample sources ({cfg['num_bootstrap']} resamples). "
+        "targets — what choosing a source for a given target needs; Kendall's τ within target is the "
+        "headline (robust to outlying pairs; what model-selection papers compare). 95% percentile "
+        f"bootstrap intervals resample sources ({cfg['num_bootstrap']} resamples). "
+        + ceiling_note(cfg["seeds"])
+        + " "
         "The target-only baseline −H(Y_target) ignores the "
         "source: it has no within-target ranking (—), and its pooled correlation shows how much of a "
         "pooled figure the target alone earns. " + INTERVAL_NOTE,
@@ -390,8 +417,12 @@ def _dataset_section(d: dict) -> list[str]:
         "",
         variance_share_line(d["target_variance_share"]),
     ]
+    seeds = len(next(iter(d["actual_runs"].values())))
     for truth, label in (("head_accuracy", "head retraining"), ("fine_tune_accuracy", "fine-tuning")):
-        lines += ["", f"### Against {label} accuracy", "", markdown_table(d["evaluation"][truth], _NAMES)]
+        table = markdown_table(
+            d["evaluation"][truth], _NAMES, ceiling=d["noise_ceiling"].get(truth), seeds=seeds
+        )
+        lines += ["", f"### Against {label} accuracy", "", table]
     lines += [
         "",
         "### Hardness H(Y) against each task's own trained model (test)",
@@ -411,12 +442,15 @@ def _verdicts(d: dict) -> list[str]:
     for truth in ("head_accuracy", "fine_tune_accuracy"):
         ev = d["evaluation"][truth]
         nce = ev["nce_labels"]
-        pooled, within = nce["pearson_pooled"], nce["spearman_within"]
+        pooled, within = nce["pearson_pooled"], nce["kendall_within"]
         baseline = ev["target_only"]["pearson_pooled"][0]
+        ceiling = d["noise_ceiling"].get(truth, {}).get("ceiling", {}).get("kendall_within")
+        bound = f"; noise ceiling {cell(ceiling)}" if ceiling is not None else ""
         out.append(
             f"- {d['dataset']}, {truth.replace('_', ' ')}: "
-            f"NCE from labels has pooled Pearson {cell(pooled)} "
-            f"(target-only baseline {baseline:.2f}) and within-target Spearman {cell(within)}: "
+            f"NCE from labels has within-target Kendall τ {cell(within)} (Spearman "
+            f"{cell(nce['spearman_within'])}{bound}) and pooled Pearson {cell(pooled)} (target-only "
+            f"baseline {baseline:.2f}): "
             + (
                 "the within-target interval lies above 0."
                 if within[1] > 0

@@ -17,9 +17,11 @@ frame). With a fixed half/half split:
 2. actual transfer to every other keypoint = −test MSE after head retraining
    (exact ridge on the frozen features), after fine-tuning the last conv stage,
    the dense layer and a new head ("half"), and after fine-tuning everything
-   ("full") — each source's targets as one vmapped run;
+   ("full") — each source's targets as one vmapped run, with ``seeds`` seeds
+   (the truth is their mean, their agreement the noise ceiling);
 3. every pair is scored on the train half with Linear MSE and Label MSE at
-   λ = 0 and λ = 1, LogME and TransRate on the features and on the predicted
+   λ = 0 and λ = 1, their held-out variants (``heldout_linear_mse``,
+   ``heldout_label_mse``, when registered), LogME and TransRate on the features and on the predicted
    points (TransRate cuts each output dimension into quantile bins, as the
    paper did), and a "target only" baseline −tr Cov(y_target); the
    classification-only estimators (H-score, GBC, LEEP, NCE, NLEEP) do not apply;
@@ -42,12 +44,15 @@ from ... import transfer
 from ...datasets import KEYPOINT_NAMES, render
 from .._report import cell, markdown_table, summary_bars, write_report
 from ._common import (
+    DEFAULT_SEEDS,
     INTERVAL_NOTE,
     ModelCache,
     Source,
     Stages,
     Tasks,
     cache_note,
+    ceiling_note,
+    check_seeds,
     generated_by,
     machine,
     pair_scatter,
@@ -76,6 +81,7 @@ class KeypointConfig:
     fine_tune_target_batch: int | None = 1  # one target at a time: faster on CPUs; same results
     transrate_bins: int = 5
     seed: int = 0
+    seeds: int = DEFAULT_SEEDS  # transfer runs per pair, seeds seed, seed + 1, …
     num_bootstrap: int = 1000
     timing_repeats: int = 5
 
@@ -87,6 +93,7 @@ QUICK = KeypointConfig(
     channels=(8, 16),
     source_epochs=1,
     fine_tune_epochs=1,
+    seeds=1,
     num_bootstrap=20,
     timing_repeats=1,
 )
@@ -96,6 +103,8 @@ _NAMES = {
     "linear_mse_l1": "Linear MSE λ=1",
     "label_mse_l0": "Label MSE λ=0",
     "label_mse_l1": "Label MSE λ=1",
+    "heldout_linear_mse": "held-out Linear MSE",
+    "heldout_label_mse": "held-out Label MSE",
     "logme_features": "LogME (features)",
     "logme_labels": "LogME (predicted points)",
     "transrate_features": "TransRate (features)",
@@ -105,12 +114,15 @@ _NAMES = {
 
 # The protocol's variants: name -> (registered estimator, source input, options). The paper's
 # estimators take their own source input (``info.source``: features for Linear MSE, predicted points
-# for Label MSE) at λ = 0 and 1; LogME and TransRate are scored on both inputs.
+# for Label MSE) at λ = 0 and 1, and so do their held-out variants (with the registry's default
+# options; left out while they are not registered); LogME and TransRate are scored on both inputs.
 _VARIANTS = {
     "linear_mse_l0": ("linear_mse", None, {"l2": 0.0}),
     "linear_mse_l1": ("linear_mse", None, {"l2": 1.0}),
     "label_mse_l0": ("label_mse", None, {"l2": 0.0}),
     "label_mse_l1": ("label_mse", None, {"l2": 1.0}),
+    "heldout_linear_mse": ("heldout_linear_mse", None, {}),
+    "heldout_label_mse": ("heldout_label_mse", None, {}),
     "logme_features": ("logme", "features", {}),
     "logme_labels": ("logme", "predictions", {}),
     "transrate_features": ("transrate", "features", {}),
@@ -139,7 +151,10 @@ def _estimators(config: KeypointConfig):
     gets :attr:`KeypointConfig.transrate_bins`; a PRNG key where one is taken.
     """
     out = {}
+    registered = set(jt.available_estimators())
     for name, (est, kind, variant) in _VARIANTS.items():
+        if est not in registered:
+            continue
         fn = jt.get_estimator(est)
         info = fn.info
         options = info.caller_options(seed=config.seed)
@@ -203,11 +218,12 @@ def _source_key(config: KeypointConfig, arch: dict) -> dict:
 
 
 def _measure(config: KeypointConfig, tasks: Tasks):
-    """``measure(model, outputs)`` for :func:`run_protocol`: −test MSE on every keypoint after head
-    retraining and after half and full fine-tuning, with the seconds each took."""
+    """``measure(model, outputs, seed)`` for :func:`run_protocol`: −test MSE on every keypoint after
+    head retraining (exact ridge: the seed does not enter) and after half and full fine-tuning with
+    ``seed`` (the new head's initialisation and the batches), with the seconds each took."""
     x, y, train = tasks.images, tasks.targets, tasks.train
 
-    def measure(model, outputs):
+    def measure(model, outputs, seed):
         f = np.asarray(outputs.features)
         t0 = time.perf_counter()
         out = {"head": -transfer.head_retrain(f, y, train_mask=train, task="regression").mse}
@@ -217,7 +233,7 @@ def _measure(config: KeypointConfig, tasks: Tasks):
             _, res = transfer.fine_tune_many(
                 model, x, y, train_mask=train, trainable=trainable, epochs=config.fine_tune_epochs,
                 batch_size=config.batch_size, learning_rate=config.fine_tune_learning_rate,
-                seed=config.seed, target_batch=config.fine_tune_target_batch, progress=False,
+                seed=seed, target_batch=config.fine_tune_target_batch, progress=False,
             )  # fmt: skip
             out[f"fine_tune_{mode}"] = -res.mse
             out[f"fine_tune_{mode}_seconds"] = time.perf_counter() - t0
@@ -272,12 +288,15 @@ def run_keypoints(
     progress: bool | None = None,
     print_fn=print,
     config: KeypointConfig | None = None,
+    seeds: int | None = None,
 ) -> dict:
     """Run the keypoint protocol and write ``out/keypoints/{results.json, report.md, *.png}``.
 
     Args:
       out: the results folder (``bench/results/quality`` for the committed report).
-      quick: the smoke-test sizes (:data:`QUICK`).
+      quick: the smoke-test sizes (:data:`QUICK`), one seed.
+      seeds: transfer runs per pair (seeds ``config.seed`` …), overriding the configuration's
+        (default 3, 1 with ``quick``); the truth is their mean, their agreement the noise ceiling.
       cache: where trained source models are kept (default
         ``$JAXTRANSFER_CACHE/reproduce`` or ``~/.cache/jaxtransfer/reproduce``).
       progress: progress bars (None: when stderr is a terminal).
@@ -285,8 +304,11 @@ def run_keypoints(
 
     Returns:
       the results as written to ``results.json``.
+
+    Raises:
+      ValueError: ``seeds`` is not an integer >= 1.
     """
-    config = config or (QUICK if quick else KeypointConfig())
+    config = check_seeds(config or (QUICK if quick else KeypointConfig()), seeds)
     start = time.perf_counter()
     tasks = _keypoint_tasks(config)
     stages = _stages(config, tasks)
@@ -303,8 +325,10 @@ def run_keypoints(
         "units": "MSE of (x, y) in units of the image side, squared",
         "own_test_mse": _own_mse(run.sources, tasks),
         "actual": run.actual,
+        "actual_runs": run.runs,
         "scores": run.scores,
         "evaluation": run.evaluation,
+        "noise_ceiling": run.noise_ceiling,
         "target_variance_share": run.target_variance_share,
         "time_per_pair": run.scored,
         "timings_s": timings | run.timings,
@@ -329,6 +353,7 @@ def _write(folder: Path, results: dict) -> None:
         folder / "summary.png",
         results["evaluation"]["head"],
         title="keypoints: estimators vs head retraining (95% CI)",
+        ceiling=results["noise_ceiling"].get("head", {}).get("ceiling"),
     )
     write_report(folder, results, _markdown(results))
 
@@ -351,8 +376,11 @@ def _markdown(r: dict) -> str:
         "Actual transfer is −test MSE (coordinates in units of the image side). Estimators use the train "
         "half; TransRate cuts each output dimension into "
         f"{cfg['transrate_bins']} quantile bins. Pooled statistics run over all pairs, within statistics "
-        "over the sources of each target, averaged over targets; 95% percentile bootstrap intervals resample "
-        f"sources ({cfg['num_bootstrap']} resamples). The target-only baseline ignores the source. "
+        "over the sources of each target, averaged over targets; Kendall's τ within target is the "
+        "headline (robust to outlying pairs; what model-selection papers compare). 95% percentile "
+        f"bootstrap intervals resample sources ({cfg['num_bootstrap']} resamples). "
+        + ceiling_note(cfg["seeds"])
+        + " The target-only baseline ignores the source. "
         + INTERVAL_NOTE,
         "",
         "Own test MSE of each source model on its keypoint: "
@@ -362,12 +390,15 @@ def _markdown(r: dict) -> str:
         "",
         variance_share_line(r["target_variance_share"]),
     ]
+    seeds = len(next(iter(r["actual_runs"].values())))
     for truth, label in _TRUTHS.items():
-        lines += ["", f"## Against {label}", "", markdown_table(r["evaluation"][truth], _NAMES)]
+        ceiling = r["noise_ceiling"].get(truth)
+        table = markdown_table(r["evaluation"][truth], _NAMES, ceiling=ceiling, seeds=seeds)
+        lines += ["", f"## Against {label}", "", table]
     lines += _time_table(r)
     lines += ["", "![scores vs head retraining](head.png)", "", "![summary](summary.png)", ""]
     lines += ["## Verdicts, computed from the tables above", ""]
-    lines += [_verdict(truth, r["evaluation"][truth]) for truth in _TRUTHS]
+    lines += [_verdict(truth, r["evaluation"][truth], r["noise_ceiling"].get(truth)) for truth in _TRUTHS]
     return "\n".join(lines) + "\n"
 
 
@@ -389,21 +420,35 @@ def _time_table(r: dict) -> list[str]:
     return lines
 
 
-def _verdict(truth: str, ev: dict) -> str:
-    """The best of Linear/Label MSE and the best of LogME/TransRate by pooled Pearson, and the baseline."""
-    best_seed = max(
-        ("linear_mse_l0", "linear_mse_l1", "label_mse_l0", "label_mse_l1"),
-        key=lambda e: ev[e]["pearson_pooled"][0],
+def _verdict(truth: str, ev: dict, ceiling: dict | None) -> str:
+    """The best of Linear/Label MSE (and their held-out variants) and the best of LogME/TransRate by
+    within-target Kendall τ, with Spearman beside it, the noise ceiling and the target-only baseline."""
+
+    def best(names):
+        return max(
+            (e for e in names if e in ev), key=lambda e: np.nan_to_num(ev[e]["kendall_within"][0], nan=-2)
+        )
+
+    best_seed = best(
+        (
+            "linear_mse_l0",
+            "linear_mse_l1",
+            "label_mse_l0",
+            "label_mse_l1",
+            "heldout_linear_mse",
+            "heldout_label_mse",
+        )
     )
-    best_other = max(
-        ("logme_features", "logme_labels", "transrate_features", "transrate_labels"),
-        key=lambda e: ev[e]["pearson_pooled"][0],
-    )
+    best_other = best(("logme_features", "logme_labels", "transrate_features", "transrate_labels"))
     a, b = ev[best_seed], ev[best_other]
+    bound = ""
+    if ceiling and "ceiling" in ceiling:
+        bound = f"; noise ceiling {cell(ceiling['ceiling']['kendall_within'])}"
     return (
-        f"- {truth.replace('_', ' ')}: best of Linear/Label MSE by pooled Pearson is {_NAMES[best_seed]} "
-        f"{cell(a['pearson_pooled'])} (within Spearman {cell(a['spearman_within'])}); best of "
-        f"LogME/TransRate is {_NAMES[best_other]} {cell(b['pearson_pooled'])} (within Spearman "
-        f"{cell(b['spearman_within'])}); target-only pooled Pearson "
+        f"- {truth.replace('_', ' ')}: best of Linear/Label MSE by within-target Kendall τ is "
+        f"{_NAMES[best_seed]} {cell(a['kendall_within'])} (Spearman {cell(a['spearman_within'])}, pooled "
+        f"Pearson {cell(a['pearson_pooled'])}); best of LogME/TransRate is {_NAMES[best_other]} "
+        f"{cell(b['kendall_within'])} (Spearman {cell(b['spearman_within'])}, pooled Pearson "
+        f"{cell(b['pearson_pooled'])}){bound}; target-only pooled Pearson "
         f"{ev['target_only']['pearson_pooled'][0]:.2f}."
     )
