@@ -6,6 +6,7 @@ import importlib
 import pytest
 
 MODULES = [
+    "jaxtransfer.apps._microbench",
     "jaxtransfer.estimators._entropy",
     "jaxtransfer.estimators._gbc",
     "jaxtransfer.estimators._hscore",

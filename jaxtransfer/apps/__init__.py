@@ -5,11 +5,19 @@
   actual transfer and evaluate the estimators (``jaxtransfer rank``);
 * :mod:`jaxtransfer.apps.reproduce` — the seed papers' protocols as
   estimator-quality benchmarks (``jaxtransfer reproduce``);
-* :func:`run_demo` — NCE between the digits' attribute tasks (``jaxtransfer demo``).
+* :func:`run_demo` — NCE between the digits' attribute tasks (``jaxtransfer demo``);
+* :func:`microbench` — ``score_matrix`` timed at chosen sizes on the current
+  devices (``jaxtransfer bench``), with the timing helpers the bench/ scripts share.
 """
 
 from . import reproduce as reproduce
 from ._demo import run_demo as run_demo
+from ._microbench import compile_timed as compile_timed
+from ._microbench import flop_model as flop_model
+from ._microbench import matmul_rate as matmul_rate
+from ._microbench import microbench as microbench
+from ._microbench import microbench_table as microbench_table
+from ._microbench import time_call as time_call
 from ._rank import PICK_PREFERENCE as PICK_PREFERENCE
 from ._rank import FewPairsWarning as FewPairsWarning
 from ._rank import NotComputedWarning as NotComputedWarning
@@ -38,14 +46,20 @@ __all__ = [
     "answer_table",
     "as_sources",
     "compact_evaluation",
+    "compile_timed",
     "default_dataset",
     "evaluation_table",
+    "flop_model",
     "load_dataset",
+    "matmul_rate",
+    "microbench",
+    "microbench_table",
     "rank",
     "ranked_table",
     "reproduce",
     "run_demo",
     "subsample",
+    "time_call",
     "wide_report",
     "write_outputs",
 ]

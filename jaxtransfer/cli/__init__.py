@@ -1,4 +1,5 @@
-"""The ``jaxtransfer`` command line: ``score``, ``list``, ``demo``, ``rank``, ``reproduce`` and ``zoo``.
+"""The ``jaxtransfer`` command line: ``score``, ``list``, ``demo``, ``rank``, ``reproduce``, ``zoo`` and
+``bench``.
 
 Errors in the input (a missing, truncated or malformed file, an unknown
 estimator, a shape mismatch, an option out of range, an output path that cannot
@@ -13,6 +14,7 @@ from __future__ import annotations
 
 import sys
 
+from ._bench import add_bench_parser
 from ._common import CLIError, Parser
 from ._rank import add_rank_parser
 from ._reproduce import add_reproduce_parser
@@ -32,6 +34,7 @@ def _parser() -> Parser:
         add_rank_parser,
         add_reproduce_parser,
         add_zoo_parser,
+        add_bench_parser,
     ):
         add(sub)
     return parser
