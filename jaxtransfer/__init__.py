@@ -5,6 +5,7 @@ before any fine-tuning, for one pair or for thousands of pairs in one call.
 """
 
 from .estimators import EstimatorInfo as EstimatorInfo
+from .estimators import HeldoutDetails as HeldoutDetails
 from .estimators import LogMEDetails as LogMEDetails
 from .estimators import PrecisionWarning as PrecisionWarning
 from .estimators import available_estimators as available_estimators
@@ -12,6 +13,9 @@ from .estimators import conditional_entropy as conditional_entropy
 from .estimators import gbc as gbc
 from .estimators import get_estimator as get_estimator
 from .estimators import hardness as hardness
+from .estimators import heldout_label_mse as heldout_label_mse
+from .estimators import heldout_linear_mse as heldout_linear_mse
+from .estimators import heldout_linear_mse_details as heldout_linear_mse_details
 from .estimators import hscore as hscore
 from .estimators import label_mse as label_mse
 from .estimators import leep as leep
@@ -35,6 +39,7 @@ _SUBMODULES = (
     "datasets",
     "evaluation",
     "features",
+    "metrics",
     "models",
     "sources",
     "sprites",
@@ -56,6 +61,7 @@ def __getattr__(name):
 
 __all__ = [
     "EstimatorInfo",
+    "HeldoutDetails",
     "LogMEDetails",
     "PrecisionWarning",
     "available_estimators",
@@ -63,6 +69,9 @@ __all__ = [
     "gbc",
     "get_estimator",
     "hardness",
+    "heldout_label_mse",
+    "heldout_linear_mse",
+    "heldout_linear_mse_details",
     "hscore",
     "label_mse",
     "leep",

@@ -19,6 +19,7 @@ MODULES = [
     "jaxtransfer.estimators._streaming",
     "jaxtransfer.estimators._transrate",
     "jaxtransfer.features",
+    "jaxtransfer.metrics",
     "jaxtransfer.models.zoo",
 ]
 

@@ -39,7 +39,7 @@ PACKAGES = {
 }
 
 LAYERS = ("kernels", "estimators", "library", "apps", "api", "cli")  # lowest first
-LIBRARY = {"models", "datasets", "features", "transfer", "evaluation", "_io", "_progress", "_nnx"}
+LIBRARY = {"models", "datasets", "features", "transfer", "evaluation", "metrics", "_io", "_progress", "_nnx"}
 ALIASES = {"sources", "sprites", "streaming", "zoo"}  # documented names that re-export library objects
 SHARED_PRIVATE = {"jaxtransfer._io", "jaxtransfer._progress", "jaxtransfer._nnx"}
 KERNEL_DEPENDENCIES = {"jax", "numpy", "jaxtransfer_kernels", "__future__"}

@@ -5,7 +5,11 @@
   constant columns, n < d — for every differentiable estimator and every λ of linear_mse;
 * LogME by the envelope theorem, under ``jit`` and ``vmap``; 0 where it is +inf;
 * linear_mse's Cholesky and eigendecomposition paths give the same gradient;
-* soft NCE equals NCE on one-hot probabilities and is differentiable in them.
+* soft NCE equals NCE on one-hot probabilities and is differentiable in them;
+* label_mse (1-D and 2-D predictions) like linear_mse, and in its targets;
+* NLEEP: the gradient is the derivative with its discrete choices held fixed (k-means++ seeds,
+  Lloyd assignments, the number of principal components kept): it matches finite differences
+  where those choices do not change, and the score jumps where they do, which no gradient sees.
 """
 
 from __future__ import annotations
@@ -45,6 +49,9 @@ def _estimator_fns():
             "shrinkage_hscore": lambda f, y, yr: jt.shrinkage_hscore(f, y, num_target_classes=C),
             "transrate": lambda f, y, yr: jt.transrate(f, y, num_target_classes=C),
             "gbc": lambda f, y, yr: jt.gbc(f, y, num_target_classes=C),
+            # predicted labels: a 1-D prediction, and 2-D ones (a keypoint)
+            "label_mse[1d]": lambda f, y, yr: jt.label_mse(f[:, 0], yr, l2=0.0),
+            "label_mse[2d]": lambda f, y, yr: jt.label_mse(f[:, 1:3], yr, l2=0.1),
         }
     )
     return out
@@ -198,3 +205,48 @@ def test_soft_nce_gradient():
         # one-hot rows (zero cells of the joint): finite by the documented choice
         g = jax.grad(lambda p: jt.soft_nce(p, y, num_target_classes=3))(jnp.eye(4)[rng.integers(0, 4, 30)])
         assert bool(jnp.all(jnp.isfinite(g)))
+
+
+def test_label_mse_gradient_wrt_targets():
+    with x64():
+        f, _, yr = _data()
+        assert _fd_error(lambda t: jt.label_mse(f[:, :2], t, l2=0.1), yr, seed=12) < 1e-6
+
+
+# NLEEP with few components and iterations, to keep compiling cheap (6 components over 3 classes
+# leave the posteriors soft, so the score has a gradient of a useful size)
+def _nleep(x, y):
+    return jt.nleep(x, y, key=jax.random.key(0), num_target_classes=C, num_clusters=6, num_iter=30)
+
+
+def test_nleep_gradient_holds_its_discrete_choices_fixed():
+    """Reverse mode runs through the EM iterations (``lax.fori_loop``); the k-means++ seeds (an
+    argmax), the Lloyd assignments (an argmin) and the kept components (a threshold) are
+    piecewise constant in F, so they contribute nothing. Where they do not change, that is the
+    derivative: it matches a float64 central difference. Across the places where they change,
+    the score jumps (a discontinuity of ~0.1 along the line below, against a change of ~5e-4 per
+    step that the gradient predicts): a gradient-based use of NLEEP sees none of that."""
+    with x64():
+        f, y, _ = _data()
+        v = np.random.default_rng(13).normal(size=f.shape)
+        fn = jax.jit(jax.vmap(jax.value_and_grad(_nleep), in_axes=(0, None)))
+        values, grads = fn(jnp.asarray(np.stack([f, f + H * v, f - H * v])), y)
+        fd = float(values[1] - values[2]) / (2 * H)
+        analytic = float(jnp.vdot(grads[0], v))
+        assert abs(fd) > 1e-3  # a gradient of a useful size, not a flat region
+        assert abs(analytic - fd) <= 1e-6 * abs(fd), (analytic, fd)
+        assert bool(jnp.all(jnp.isfinite(grads)))
+        ts = np.linspace(-0.5, 0.5, 101)  # ‖0.5·v‖ is about 45% of ‖F‖
+        line = np.asarray(jax.jit(jax.vmap(_nleep, in_axes=(0, None)))(f[None] + ts[:, None, None] * v, y))
+        steps = np.abs(np.diff(line))
+        smooth = abs(analytic) * (ts[1] - ts[0])  # the change per step the gradient at F predicts
+        assert np.median(steps) < 5 * smooth
+        assert steps.max() > 50 * smooth, (steps.max(), smooth)
+
+
+def test_nleep_gradient_finite_on_dead_units():
+    with x64():
+        f = _degenerate()[0]  # three all-zero columns
+        _, y, _ = _data()
+        value, g = jax.jit(jax.value_and_grad(_nleep))(jnp.asarray(f), y)
+        assert np.isfinite(float(value)) and bool(jnp.all(jnp.isfinite(g)))
