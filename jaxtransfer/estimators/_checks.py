@@ -227,15 +227,13 @@ def as_features(
         # integers, booleans, float16 and bfloat16 (common in training code) compute in the default dtype
         arr = arr.astype(default)
     if is_concrete(arr):
-        if isinstance(arr, np.ndarray):
-            bad = not np.isfinite(arr).all()
-        else:
-            bad = bool(_any_nonfinite(arr))  # a reduction where the array lives; one scalar fetched
-        if bad:
+        # NumPy input is put on the device once; the check is a reduction where the array lives
+        # (no host temporary of the input's size), one scalar fetched
+        arr = _device(arr, arr.dtype)
+        if bool(_any_nonfinite(arr)):
             host = host_copy(arr)
             where = tuple(int(i[0]) for i in np.nonzero(~np.isfinite(host)))
             raise ValueError(f"{name} contains a non-finite value ({host[where]}) at index {where}")
-        return _device(arr, arr.dtype)
     return arr
 
 

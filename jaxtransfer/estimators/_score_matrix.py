@@ -98,8 +98,7 @@ def _split(sources, targets, source_mask, target_mask, opts, *, info, axis):
     return scores, jnp.zeros(scores.shape[:1], bool)
 
 
-@partial(jax.jit, static_argnames=("info", "static", "batch", "layout"))
-def _matrix(sources, targets, source_mask, target_mask, dynamic, *, info, static, batch, layout):
+def _matrix_impl(sources, targets, source_mask, target_mask, dynamic, *, info, static, batch, layout):
     opts = {**dict(static), **dynamic}
     if layout is None:
         return _whole(sources, targets, source_mask, target_mask, opts, info=info, batch=batch)
@@ -123,6 +122,9 @@ def _matrix(sources, targets, source_mask, target_mask, dynamic, *, info, static
         check_vma=False,
     )
     return run(sources, targets, source_mask, target_mask, dynamic)
+
+
+_matrix = jax.jit(_matrix_impl, static_argnames=("info", "static", "batch", "layout"))
 
 
 def score_matrix(
