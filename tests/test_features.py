@@ -229,3 +229,111 @@ def test_iterable_labels_need_the_class_count_and_stay_in_range(setup):
         extract(_fn, iter([(x, y)]), params=params, num_target_classes=2)
     with pytest.raises(ValueError, match="every batch must hold integer class labels"):
         extract(_fn, iter([(x[:5], y[:5]), (x[5:], y[5:] + 0.5)]), params=params, num_target_classes=3)
+
+
+ALL = ("linear_mse", "logme", "hscore", "shrinkage_hscore", "transrate", "gbc", "nce", "conditional_entropy",
+       "hardness")  # fmt: skip
+
+
+def test_many_targets_every_streamed_estimator_against_whole_array(setup, rng):
+    """Issue 13: one pass streams every estimator for many tasks, class labels and regression, for the
+    features and a layer that is not kept; each score equals the whole-array estimator in float64."""
+    params, x = setup
+    x = np.concatenate([x] * 4)  # n = 92 > d
+    tasks = {
+        "three": rng.integers(0, 3, 92),
+        "five": rng.integers(0, 5, 92),
+        "value": rng.normal(size=(92, 2)),
+        "scalar": rng.normal(size=92),
+    }
+    with x64():
+        out = extract(_fn, x, params=params, batch_size=10, layers=("hidden",), keep=(), targets=tasks,
+                      estimators=ALL)  # fmt: skip
+        full = extract(_fn, x, params=params, batch_size=10, layers=("hidden",))
+        assert out.features is None and out.logits is None and out.layers == {}
+        assert out.stats.names == ("three", "five", "value", "scalar") and out.stats.features.count == 92
+        z = np.asarray(full.labels)
+        for which, stats in (("features", out.stats), ("hidden", out.layer_stats["hidden"])):
+            f = np.asarray(full.features if which == "features" else full.layers["hidden"], np.float64)
+            for t, (name, y) in enumerate(tasks.items()):
+                labels = y.dtype.kind == "i"
+                want = {
+                    "linear_mse": jt.linear_mse(f, np.eye(y.max() + 1)[y] if labels else y, l2=1.0),
+                    "logme": jt.logme(f, y, **({} if labels else {"task": "regression"})),
+                }
+                if labels:
+                    want |= {
+                        e: getattr(jt, e)(f, y) for e in ("hscore", "shrinkage_hscore", "transrate", "gbc")
+                    }
+                    want["hardness"] = jt.hardness(y)
+                    if which == "features":
+                        want["nce"] = jt.nce(z, y, num_source_classes=4)
+                        want["conditional_entropy"] = jt.conditional_entropy(z, y, num_source_classes=4)
+                for est, ref in want.items():
+                    rtol = 1e-6 if est in ("transrate", "gbc") else 1e-9
+                    np.testing.assert_allclose(stats.score(est, target=name), ref, rtol=rtol, err_msg=est)
+                    np.testing.assert_allclose(stats.score(est)[t], ref, rtol=rtol, err_msg=est)
+                if not labels:
+                    assert np.isnan(stats.score("hscore")[t])
+                    with pytest.raises(ValueError, match="needs class-label targets"):
+                        stats.score("gbc", target=name)
+        with pytest.raises(ValueError, match="has no logits"):
+            out.layer_stats["hidden"].score("nce")
+
+
+def test_targets_in_batches_as_dicts_and_sequences(setup, rng):
+    params, x = setup
+    y1, y2 = rng.integers(0, 3, 23), rng.normal(size=23).astype(np.float32)
+    whole = extract(_fn, x, params=params, batch_size=4, keep=(), targets=[y1, y2], estimators=ALL).stats
+    assert whole.names == ("task0", "task1")
+    batches = [(x[:9], {"a": y1[:9], "b": y2[:9]}), (x[9:], {"a": y1[9:], "b": y2[9:]})]
+    streamed = extract(_fn, iter(batches), params=params, batch_size=4, num_target_classes={"a": 3},
+                       estimators=ALL).stats  # fmt: skip
+    assert streamed.names == ("a", "b")
+    for est in ALL:
+        np.testing.assert_allclose(streamed.score(est), whole.score(est), rtol=2e-4, atol=1e-6, err_msg=est)
+    np.testing.assert_array_equal(streamed.joint, whole.joint)
+    assert streamed.joint.shape == (1, 4, 3)  # one class-label target, Cz = 4, C = 3
+    single = extract(_fn, x, params=params, batch_size=4, targets=y1).stats
+    assert single.score("logme").shape == () and single.joint.shape == (4, 3)
+    np.testing.assert_allclose(single.score("logme"), whole.score("logme", target=0), rtol=1e-6)
+    moments = extract(_fn, x, params=params, batch_size=4, statistics=True).stats
+    sums = np.asarray(_fn(params, jnp.asarray(x))["features"]).sum(0)
+    f = moments.features
+    np.testing.assert_allclose(f.total + 23 * f.shift, sums, rtol=1e-5, atol=1e-5)
+    with pytest.raises(ValueError, match="linear_mse needs targets"):
+        moments.linear_mse()
+
+
+def test_streamed_options_and_errors(setup, rng):
+    params, x = setup
+    y = rng.integers(0, 2, 23)
+    stats = extract(_fn, x, params=params, targets={"y": y}).stats  # default estimators
+    assert stats.estimators == jt.features.DEFAULT_ESTIMATORS
+    with pytest.raises(ValueError, match="'hscore' was not streamed"):
+        stats.score("hscore")
+    with pytest.raises(ValueError, match=r"target 'z' is not among the targets \['y'\]"):
+        stats.score("logme", target="z")
+    with pytest.raises(ValueError, match=r"estimators \['leep'\] cannot be streamed"):
+        extract(_fn, x, params=params, targets=y, estimators=("leep",))
+    with pytest.raises(ValueError, match=r"keep must hold .* got \['hiden'\]"):
+        extract(_fn, x, params=params, layers=("hidden",), keep=("hiden",))
+    with pytest.raises(ValueError, match="devices must be between 1 and"):
+        extract(_fn, x, params=params, devices=99)
+    with pytest.raises(TypeError, match="devices must be None"):
+        extract(_fn, x, params=params, devices="gpu")
+    with pytest.raises(ValueError, match=r"targets\['b'\] has 3 samples but data has 23"):
+        extract(_fn, x, params=params, targets={"a": y, "b": y[:3]})
+    with pytest.raises(ValueError, match="every batch must carry the targets of the first"):
+        extract(_fn, iter([(x[:5], (y[:5], y[:5])), (x[5:], y[5:])]), params=params, num_target_classes=2)
+    kept = extract(_fn, x, params=params, layers=("hidden",), keep=("hidden",))
+    assert kept.features is None and kept.layers["hidden"].shape == (23, 5)
+
+
+def test_streamed_stats_docstring_example():
+    import doctest
+
+    from jaxtransfer import _streamed
+
+    result = doctest.testmod(_streamed, optionflags=doctest.NORMALIZE_WHITESPACE)
+    assert result.attempted > 0 and result.failed == 0

@@ -5,9 +5,12 @@ task) and candidate sources (the zoo's backbones, layers of them, or models
 saved with :func:`jaxtransfer.sources.save`):
 
 1. extract each source's features (and, with a head, its predictions) on the
-   target images — one pass per model, however many of its layers are used;
+   target images — one pass per model, however many of its layers are used,
+   the batches split over every local device;
 2. score every source against every target task with every applicable
-   estimator through :func:`jaxtransfer.score_matrix`;
+   estimator through :func:`jaxtransfer.score_matrix`, or, when nothing needs
+   the [N, d] features (``keep_features``), from statistics streamed during
+   the extraction for all targets at once (:func:`jaxtransfer.features.extract`);
 3. optionally measure actual transfer by head retraining
    (:func:`jaxtransfer.transfer.head_retrain`, all targets of a source in one
    vmapped run);
@@ -387,6 +390,8 @@ def rank(
     ground_truth: bool = True,
     num_bootstrap: int = 1000,
     seed: int = 0,
+    keep_features: bool | None = None,
+    devices: int | Sequence[Any] | None = None,
     progress: bool | None = False,
     print_fn: Callable[..., None] | None = None,
 ) -> RankResult:
@@ -422,6 +427,26 @@ def rank(
       num_bootstrap: bootstrap resamples of the sources for the evaluation's
         intervals.
       seed: split, bootstrap and NLEEP seed.
+      keep_features: hold each source's [N, d] features in memory. ``None``
+        (the default): only when something needs them — the ground truth
+        (head retraining), an estimator that does not stream (NLEEP), or the
+        picks' support when the picking estimator scores features (it is
+        recomputed on subsamples of the images). Otherwise the feature
+        estimators (Linear MSE, LogME, the H-scores, TransRate, GBC) are
+        finalised from statistics accumulated during the extraction, for
+        every target in the same pass, and no [N, d] array is made; the
+        head's logits [N, Cz] are kept when LEEP, NCE or soft NCE run. Scores
+        from statistics take the Gram-matrix route
+        (:mod:`jaxtransfer.streaming`'s precision notes): in float32 they can
+        differ from the whole-array scores in the last digits, more on
+        ill-conditioned features. ``True``: always keep them (whole-array
+        scores). ``False``: never; then ``ground_truth`` must be False,
+        ``pick_resamples`` 0 unless ``pick_by`` scores predictions, and
+        NLEEP is left out of the default estimators (asked for, it is
+        refused).
+      devices: the devices each extraction splits its batches over (None:
+        every local device; an int: the first that many; or a sequence of
+        devices). See :func:`jaxtransfer.features.extract`.
       progress: progress on stderr: True a bar, None a bar on a terminal and
         plain lines otherwise, False (the default) nothing.
       print_fn: where stage messages go (default: nowhere).
@@ -445,6 +470,9 @@ def rank(
     images, labels, names = _check_dataset(images, targets, target_names, "data")
     sources = as_sources(sources)
     wanted, pick_by = _check_rank_options(estimators, pick_by, pick_resamples, image_size, num_bootstrap)
+    keep = _keep_features(keep_features, estimators, wanted, pick_by, pick_resamples, ground_truth)
+    if keep_features is False and not estimators:
+        wanted = [e for e in wanted if _streams(e) or get_estimator(e).info.source != "features"]
     loaded = _load_and_check_models(images, sources, image_size)
     if ground_truth and (len(sources) < FEW_SOURCES or len(names) < FEW_TARGETS):
         warnings.warn(
@@ -456,11 +484,14 @@ def rank(
     timings: dict[str, float] = {}
 
     start = time.perf_counter()
-    feats, probs = _extract(images, sources, loaded, wanted, image_size, batch_size, progress, say)
+    feats, probs, stats = _extract(
+        images, sources, loaded, wanted, image_size, batch_size, progress, say,
+        labels=None if keep else labels, devices=devices,
+    )  # fmt: skip
     timings["features"] = time.perf_counter() - start
 
     start = time.perf_counter()
-    inputs = _Inputs(feats, probs, sources, labels)
+    inputs = _Inputs(feats, probs, sources, labels, stats)
     scores, not_computed, per_estimator = _score(inputs, names, wanted, seed, progress, say)
     timings["scores"] = time.perf_counter() - start
     say(
@@ -521,6 +552,33 @@ def _check_rank_options(estimators, pick_by, pick_resamples, image_size, num_boo
     return wanted, pick_by
 
 
+def _streams(est: str) -> bool:
+    """Whether ``est`` scores features and can be finalised from statistics streamed in extraction."""
+    return est in features.STREAMED_ESTIMATORS and get_estimator(est).info.source == "features"
+
+
+def _keep_features(keep_features, estimators, wanted, pick_by, pick_resamples, ground_truth) -> bool:
+    """Whether the [N, d] features are kept (``rank``'s ``keep_features``); ValueError for a conflict."""
+    if keep_features is not None and not isinstance(keep_features, bool):
+        raise TypeError(f"keep_features must be None, True or False, got {keep_features!r}")
+    if keep_features:
+        return True
+    picker = pick_by or next((e for e in PICK_PREFERENCE if e in wanted), wanted[0])
+    needs = []
+    if ground_truth:
+        needs.append("the ground truth (head retraining; pass ground_truth=False)")
+    fixed = [e for e in wanted if get_estimator(e).info.source == "features" and not _streams(e)]
+    if fixed and (keep_features is None or estimators):
+        needs.append(f"{', '.join(fixed)} (not streamed; leave it out of estimators)")
+    if pick_resamples and get_estimator(picker).info.source == "features":
+        needs.append(f"the picks' support ({picker} on subsamples of the images; pass pick_resamples=0)")
+    if keep_features is None:
+        return bool(needs)
+    if needs:
+        raise ValueError(f"keep_features=False, but these need the [N, d] features: {'; '.join(needs)}")
+    return False
+
+
 def _load_and_check_models(images, sources, image_size) -> dict[str, Any]:
     """Every source's model, loaded and checked against the images before any extraction starts.
 
@@ -554,36 +612,55 @@ def _preprocess(model, image_size):
     return pre
 
 
-def _extract(images, sources, loaded, wanted, image_size, batch_size, progress, say):
-    """Features of every source and the head's probabilities of every model, one pass per model."""
+def _extract(images, sources, loaded, wanted, image_size, batch_size, progress, say, *, labels, devices):
+    """Features of every source and the head's probabilities of every model, one pass per model.
+
+    With ``labels`` ([T, N]), the features are not kept: the streamed
+    statistics of every feature estimator in ``wanted`` against the T targets
+    are, per source. Returns (features, probabilities, statistics), each by name.
+    """
     by_model: dict[str, list[SourceSpec]] = {}
     for spec in sources:
         by_model.setdefault(spec.model, []).append(spec)
     needs_head = any(get_estimator(e).info.source != "features" for e in wanted)
+    streamed = tuple(e for e in wanted if _streams(e))
     feats: dict[str, np.ndarray] = {}
     probs: dict[str, np.ndarray] = {}
+    stats: dict[str, features.StreamedStats] = {}
     for k, (model_name, specs) in enumerate(by_model.items(), 1):
         model = loaded[model_name]
         layers = tuple(s.layer for s in specs if s.layer is not None)
         say(f"  features: model {k} of {len(by_model)}, {model_name} ({len(images)} images)")
         t0 = time.perf_counter()
+        options: dict[str, Any] = {}
+        if labels is not None:
+            head = needs_head and any(s.layer is None for s in specs)
+            options = dict(keep=("logits",) if head else (), targets=list(labels), estimators=streamed)
         out = features.extract(
             model,
             images,
             batch_size=batch_size,
             layers=layers,
             preprocess=_preprocess(model, image_size),
+            devices=devices,
             progress=progress,
+            **options,
         )
         for spec in specs:
-            feats[spec.name] = np.asarray(out.features if spec.layer is None else out.layers[spec.layer])
-            _check_outputs(feats[spec.name], spec.name, "features")
+            if labels is None:
+                feats[spec.name] = np.asarray(out.features if spec.layer is None else out.layers[spec.layer])
+                _check_outputs(feats[spec.name], spec.name, "features")
+            else:
+                stats[spec.name] = out.stats if spec.layer is None else out.layer_stats[spec.layer]
+                _check_moments(stats[spec.name], spec.name)
         if out.logits is not None and any(s.layer is None for s in specs):
             if needs_head:
                 _check_outputs(np.asarray(out.logits), model_name, "head's predictions", centre=True)
             probs[model_name] = np.asarray(out.probabilities)
-        say(f"  features: {model_name} {tuple(out.features.shape)} in {time.perf_counter() - t0:.1f} s")
-    return feats, probs
+        width = out.stats.features.shift.shape[0] if out.features is None else out.features.shape[1]
+        what = "statistics of" if out.features is None else "features"
+        say(f"  features: {model_name} {what} ({out.count}, {width}) in {time.perf_counter() - t0:.1f} s")
+    return feats, probs, stats
 
 
 @dataclass
@@ -594,6 +671,7 @@ class _Inputs:
     probs: dict[str, np.ndarray]
     sources: list[SourceSpec]
     labels: np.ndarray
+    stats: dict[str, features.StreamedStats] = field(default_factory=dict)
 
     def groups(self, est: str) -> tuple[list[tuple[list[int], np.ndarray, int | None]], dict[str, str]]:
         """``est``'s source inputs stacked by shape: [(source rows, [s, N, ...], source classes)],
@@ -604,7 +682,7 @@ class _Inputs:
         stacked: dict[int, np.ndarray] = {}
         for i, spec in enumerate(self.sources):
             p = self.probs.get(spec.model) if spec.layer is None else None
-            x = info.source_input(features=self.feats[spec.name], probabilities=p)
+            x = info.source_input(features=self.feats.get(spec.name), probabilities=p)
             if x is None:
                 missing[spec.name] = (
                     "a layer has no predictions" if spec.layer else "the model has no classification head"
@@ -616,7 +694,12 @@ class _Inputs:
         return [(rows, np.stack([stacked[i] for i in rows]), key[2]) for key, rows in groups.items()], missing
 
     def score(self, est: str, groups, seed: int, samples: np.ndarray | None = None) -> np.ndarray:
-        """[S, T] scores of ``est`` (NaN for sources it cannot score), on ``samples`` (rows; None: all)."""
+        """[S, T] scores of ``est`` (NaN for sources it cannot score), on ``samples`` (rows; None: all).
+
+        From the streamed statistics when the features were not kept.
+        """
+        if self.stats and _streams(est) and samples is None:
+            return np.stack([np.asarray(self.stats[s.name].score(est), np.float64) for s in self.sources])
         fn = get_estimator(est)
         info = fn.info
         labels = self.labels if samples is None else self.labels[:, samples]
@@ -651,7 +734,7 @@ def _score(inputs: _Inputs, names, wanted, seed, progress, say):
     for est in wanted:
         bar.set_postfix_str(est)
         t0 = time.perf_counter()
-        groups, missing = inputs.groups(est)
+        groups, missing = ([], {}) if inputs.stats and _streams(est) else inputs.groups(est)
         if missing:
             not_computed[est] = dict(missing)
         raw = inputs.score(est, groups, seed)
@@ -699,8 +782,8 @@ def _pick_support(inputs: _Inputs, est: str, mat: np.ndarray, resamples: int, se
     have to overtake three sources to change a pick, and are counted as never
     doing so.
     """
-    if resamples == 0:
-        return np.full(mat.shape[1], np.nan)
+    if resamples == 0 or (inputs.stats and get_estimator(est).info.source == "features"):
+        return np.full(mat.shape[1], np.nan)  # no resamples, or no features to resample
     filled = np.nan_to_num(mat, nan=-np.inf)
     pick = np.argmax(filled, axis=0)
     top = np.unique(np.argsort(-filled, axis=0)[:3].ravel())
@@ -790,6 +873,27 @@ def _evaluate(scores, actual, num_bootstrap, seed):
 
 def _is_int(x) -> bool:
     return isinstance(x, (int, np.integer)) and not isinstance(x, bool)
+
+
+def _check_moments(stats, source: str) -> None:
+    """:func:`_check_outputs` for features seen only through their streamed moments: refuse non-finite
+    sums, and features whose every column has zero spread (its centred sum of squares)."""
+    f = stats.features
+    n = float(f.count)
+    total, shift, diag = np.asarray(f.total), np.asarray(f.shift), np.diagonal(np.asarray(f.gram))
+    if not (np.isfinite(total).all() and np.isfinite(diag).all()):
+        raise ValueError(
+            f"source {source}: its features are NaN or infinite on some of the {n:.0f} images; "
+            "expected finite values (are the model's weights NaN or infinite?)"
+        )
+    spread = np.sqrt(np.maximum(diag - total**2 / max(n, 1), 0) / max(n, 1))
+    mean = np.abs(shift + total / max(n, 1))
+    if np.all(spread <= 8 * np.finfo(np.result_type(diag.dtype, np.float32)).eps * mean):
+        raise ValueError(
+            f"source {source}: its features are the same for all {n:.0f} images (every one of the "
+            f"{diag.shape[0]} columns is constant); expected outputs that vary with the image "
+            "(are the model's weights zero, or its units dead?)"
+        )
 
 
 def _check_outputs(x: np.ndarray, source: str, what: str, *, centre: bool = False) -> None:

@@ -61,7 +61,7 @@ def _run(args, say, quiet: bool):
                 estimators=args.estimators, pick_by=args.pick_by, pick_resamples=args.pick_resamples,
                 image_size=image_size, batch_size=args.batch_size,
                 ground_truth=not args.no_ground_truth, num_bootstrap=args.bootstrap, seed=args.seed,
-                progress=None if not quiet else False, print_fn=say,
+                devices=args.devices, progress=None if not quiet else False, print_fn=say,
             )  # fmt: skip
     except (
         models.zoo.WeightsUnavailableError,
@@ -168,6 +168,11 @@ def add_rank_parser(sub) -> None:
         help="use a seeded stratified sample of N images (stratified on all tasks' labels; digits: 1000)",
     )
     p.add_argument("--batch-size", type=positive_int, default=64)
+    p.add_argument(
+        "--devices",
+        type=positive_int,
+        help="split each extraction batch over the first N local devices (default: all of them)",
+    )
     p.add_argument("--no-ground-truth", action="store_true", help="skip head retraining (and the evaluation)")
     p.add_argument(
         "--bootstrap",

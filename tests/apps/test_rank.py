@@ -284,3 +284,61 @@ def test_cli_rank_prints_the_answer_last_in_100_columns(models, capsys):
     assert "mean little with fewer than 5 sources" in captured.err  # 3 sources
     assert main([*argv, "--wide"]) == 0
     assert "mean rank of the source" in capsys.readouterr().out
+
+
+def test_rank_streams_when_nothing_needs_the_features(models, monkeypatch):
+    """Issue 13: without ground truth, NLEEP or a feature-based pick support, rank keeps no [N, d] array:
+    the feature estimators come from statistics streamed for all targets in one pass per model, and
+    equal the whole-array scores; LEEP and NCE still use the head's kept logits.
+
+    Under x64: in float32, the streamed LogME of the parity model (5 dead units of 16) is +inf, a
+    limit of the float32 Gram route of ``streaming.logme`` (reported; not this module's).
+    """
+    from x64util import x64
+
+    from jaxtransfer import features
+
+    calls = []
+    real = features.extract
+
+    def spy(*args, **kwargs):
+        out = real(*args, **kwargs)
+        calls.append((kwargs.get("keep"), out.features is None, kwargs.get("estimators")))
+        return out
+
+    monkeypatch.setattr(features, "extract", spy)
+    images, labels, names = default_dataset(200)
+    specs = [*models, f"{models[0]}:conv1"]
+    ests = ["logme", "linear_mse", "hscore", "shrinkage_hscore", "gbc", "transrate", "leep", "nce"]
+    kw = dict(estimators=ests, ground_truth=False, pick_by="leep", pick_resamples=3, num_bootstrap=0)
+    with x64():  # the statistics accumulate in float64
+        streamed = _quiet_rank(images, labels[:4], names[:4], specs, **kw)
+    assert [c[:2] for c in calls] == [(("logits",), True)] * 3  # one pass per model, no features
+    assert set(calls[0][2]) == set(ests) - {"leep", "nce"}
+    calls.clear()
+    with x64():
+        whole = _quiet_rank(images, labels[:4], names[:4], specs, keep_features=True, **kw)
+    assert [c[:2] for c in calls] == [(None, False)] * 3
+    for est in ests:
+        np.testing.assert_allclose(streamed.scores[est], whole.scores[est], rtol=2e-3, atol=1e-4, err_msg=est)
+    assert [p.source for p in streamed.picks] == [p.source for p in whole.picks]
+    np.testing.assert_array_equal([p.support for p in streamed.picks], [p.support for p in whole.picks])
+    calls.clear()
+    _quiet_rank(images, labels[:2], names[:2], models[:1], estimators=["logme"], pick_resamples=0)
+    assert calls[0][1] is False  # the ground truth needs the features: kept
+
+
+def test_rank_keep_features_false_refuses_what_needs_them(models):
+    images, labels, names = default_dataset(60)
+    with pytest.raises(ValueError, match=r"keep_features=False, but .*the ground truth"):
+        rank(images, labels[:2], names[:2], models[:1], keep_features=False)
+    with pytest.raises(ValueError, match=r"nleep \(not streamed"):
+        rank(images, labels[:2], names[:2], models[:1], keep_features=False, ground_truth=False,
+             estimators=["nleep"], pick_resamples=0)  # fmt: skip
+    with pytest.raises(ValueError, match=r"the picks' support \(logme"):
+        rank(images, labels[:2], names[:2], models[:1], keep_features=False, ground_truth=False)
+    with pytest.raises(TypeError, match="keep_features must be None, True or False"):
+        rank(images, labels[:2], names[:2], models[:1], keep_features="no")
+    r = _quiet_rank(images, labels[:2], names[:2], models[:1], keep_features=False, ground_truth=False,
+                    pick_resamples=0, num_bootstrap=0)  # fmt: skip
+    assert "nleep" not in r.scores and np.isfinite(r.scores["logme"]).all()
