@@ -26,6 +26,7 @@ __all__ = [
     "check_cells",
     "check_same_samples",
     "choice",
+    "concrete",
     "host_copy",
     "is_concrete",
     "nonnegative_values",
@@ -55,6 +56,13 @@ def to_array(name: str, x: Any) -> Any:
     if not arr.dtype.isnative:  # big-endian data from a file, say: the same values, native order
         arr = arr.astype(arr.dtype.newbyteorder("="))
     return arr
+
+
+def concrete(fn, *args):
+    """``fn(*args)`` evaluated now on concrete arrays, also while an outer ``jit`` is tracing
+    (a check of a closed-over array must give a value, not a tracer)."""
+    with jax.ensure_compile_time_eval():
+        return fn(*args)
 
 
 @jax.jit
@@ -164,7 +172,7 @@ def as_labels(
         if isinstance(arr, np.ndarray):
             lo, hi = int(arr.min()), int(arr.max())
         else:  # a reduction on the devices where the labels live
-            lo, hi = (int(v) for v in _min_max(arr))
+            lo, hi = (int(v) for v in concrete(_min_max, arr))
         if lo < 0:
             raise ValueError(f"{name} contains the negative label {lo}; labels must be class indices >= 0")
         if num_classes is None:
@@ -230,7 +238,7 @@ def as_features(
         # NumPy input is put on the device once; the check is a reduction where the array lives
         # (no host temporary of the input's size), one scalar fetched
         arr = _device(arr, arr.dtype)
-        if bool(_any_nonfinite(arr)):
+        if bool(concrete(_any_nonfinite, arr)):
             host = host_copy(arr)
             where = tuple(int(i[0]) for i in np.nonzero(~np.isfinite(host)))
             raise ValueError(f"{name} contains a non-finite value ({host[where]}) at index {where}")
@@ -247,7 +255,7 @@ def as_mask(name: str, x: Any, shape: tuple[int, ...]) -> jax.Array | None:
     if tuple(arr.shape) != tuple(shape):
         raise ValueError(f"{name} must have shape {list(shape)}, got shape {list(arr.shape)}")
     if is_concrete(arr):
-        binary, fewest = (np.asarray(v).item() for v in _mask_facts(arr))
+        binary, fewest = (np.asarray(v).item() for v in concrete(_mask_facts, arr))
         if not binary:
             raise ValueError(f"{name} must hold only 0/1 or True/False values")
         if fewest < 2:
@@ -307,7 +315,7 @@ def check_probability_rows(name: str, probs, hint: str = "") -> None:
     A ``jax.Array`` is checked where it lives (two scalars fetched)."""
     eps = max(float(np.finfo(probs.dtype).eps), float(np.finfo(np.float32).eps))
     tol = float(np.sqrt(eps)) + probs.shape[-1] * eps
-    low, dev = (float(v) for v in _row_facts(probs))
+    low, dev = (float(v) for v in concrete(_row_facts, probs))
     if low >= -tol and dev <= tol:
         return
     host = host_copy(probs)

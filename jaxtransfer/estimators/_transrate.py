@@ -46,6 +46,7 @@ from ._checks import (
     as_labels,
     check_same_samples,
     choice,
+    concrete,
     host_copy,
     is_concrete,
     static_int,
@@ -171,7 +172,7 @@ def _class_rows(y, n: int, task: str, bins: int | None, classes: int = 1) -> int
     if not is_concrete(y) or n == 0:
         return n
     if task == "classification":  # where the labels live (a jitted count), one scalar fetched
-        largest = int(_largest_class(y.reshape(-1, n), classes)) if y.size else 0
+        largest = int(concrete(_largest_class, y.reshape(-1, n), classes)) if y.size else 0
     else:
         values = host_copy(y)
         columns = np.moveaxis(values.reshape(-1, n, values.shape[-1]), 1, -1)  # [.., k, n]
