@@ -9,6 +9,7 @@ MODULES = [
     "jaxtransfer.apps._microbench",
     "jaxtransfer.estimators._entropy",
     "jaxtransfer.estimators._gbc",
+    "jaxtransfer.estimators._heldout",
     "jaxtransfer.estimators._hscore",
     "jaxtransfer.estimators._leep",
     "jaxtransfer.estimators._linear_mse",

@@ -18,6 +18,10 @@ from ._entropy import conditional_entropy as conditional_entropy
 from ._entropy import hardness as hardness
 from ._entropy import nce as nce
 from ._gbc import gbc as gbc
+from ._heldout import HeldoutDetails as HeldoutDetails
+from ._heldout import heldout_label_mse as heldout_label_mse
+from ._heldout import heldout_linear_mse as heldout_linear_mse
+from ._heldout import heldout_linear_mse_details as heldout_linear_mse_details
 from ._hscore import hscore as hscore
 from ._hscore import shrinkage_hscore as shrinkage_hscore
 from ._leep import leep as leep
@@ -58,6 +62,7 @@ __all__ = [
     "ClassStats",
     "CountStats",
     "EstimatorInfo",
+    "HeldoutDetails",
     "LeepStats",
     "LinearStats",
     "LogMEDetails",
@@ -70,6 +75,9 @@ __all__ = [
     "gbc",
     "get_estimator",
     "hardness",
+    "heldout_label_mse",
+    "heldout_linear_mse",
+    "heldout_linear_mse_details",
     "hscore",
     "label_mse",
     "leep",

@@ -274,3 +274,57 @@ def test_info_metadata():
         assert (info.task, info.source, info.target) == ("regression", source, "values")
         assert "UAI 2023" in info.reference
         assert jt.get_estimator(name) is fn
+
+
+# ----------------------------------------------------------------------------- l2_relative
+def feature_total_variance(f):
+    """tr cov(F) = (1/n)‖F − F̄‖²_F in float64: the scale of ``l2_relative``."""
+    f = np.asarray(f, np.float64)
+    f = f[:, None] if f.ndim == 1 else f
+    return float(np.sum((f - f.mean(axis=0)) ** 2) / f.shape[0])
+
+
+@pytest.mark.parametrize(("n", "d", "k"), SHAPES)
+@pytest.mark.parametrize("rho", [0.01, 0.5])
+def test_l2_relative_is_l2_times_the_total_variance(rng, n, d, k, rho):
+    f, y = data(rng, n, d, k)
+    var = feature_total_variance(f)
+    close(jt.linear_mse(f, y, l2_relative=rho), ridge_ref(f, y, rho * var))
+    # the same as the absolute λ (the factorisation may differ: Cholesky or spectrum)
+    close(jt.linear_mse(f, y, l2_relative=rho), float(jt.linear_mse(f, y, l2=np.float32(rho * var))))
+
+
+def test_l2_relative_is_scale_free(rng):
+    f, y = data(rng, 40, 5, 3)
+    rhos = np.array([0.0, 1e-3, 0.1, 1.0], np.float32)
+    base = np.asarray(jt.linear_mse(f, y, l2_relative=rhos))
+    for factor in (1e3, 1e-3):
+        scaled = (f * np.float32(factor)).astype(np.float32)
+        np.testing.assert_allclose(jt.linear_mse(scaled, y, l2_relative=rhos), base, rtol=1e-5)
+        np.testing.assert_allclose(jt.linear_mse(scaled, y, l2_relative=0.1), base[2], rtol=1e-5)
+        # an absolute λ does change with the scale
+        assert abs(float(jt.linear_mse(scaled, y, l2=0.1)) - float(jt.linear_mse(f, y, l2=0.1))) > 1e-2
+    # zero-padded columns leave the total variance, hence λ, unchanged
+    padded = np.hstack([f, np.zeros((40, 2), np.float32)])
+    np.testing.assert_allclose(jt.linear_mse(padded, y, l2_relative=rhos), base, rtol=1e-5)
+
+
+def test_l2_relative_in_label_mse_mask_and_score_matrix(rng):
+    pred = rng.normal(size=40).astype(np.float32) * 7.0
+    y = (2 * pred + rng.normal(size=40)).astype(np.float32)
+    mask = rng.random(40) < 0.6
+    var = feature_total_variance(pred[mask])
+    close(jt.label_mse(pred, y, l2_relative=0.3, mask=mask), ridge_ref(pred[mask], y[mask], 0.3 * var))
+    f, t = data(rng, 30, 4, 2)
+    sources, targets = np.stack([f, 5 * f]), np.stack([t, -t])
+    got = jt.score_matrix("linear_mse", sources, targets, l2_relative=0.2)
+    want = [[ridge_ref(s, tt, 0.2 * feature_total_variance(s)) for tt in targets] for s in sources]
+    np.testing.assert_allclose(got, want, rtol=1e-4)
+
+
+def test_l2_and_l2_relative_together_is_an_error(rng):
+    f, y = data(rng, 20, 3, None)
+    with pytest.raises(TypeError, match=r"linear_mse takes l2 .* or l2_relative .*not both"):
+        jt.linear_mse(f, y, l2=1.0, l2_relative=0.1)
+    with pytest.raises(ValueError, match=r"l2_relative must be finite and >= 0, got -1.0"):
+        jt.label_mse(f[:, 0], y, l2_relative=-1.0)

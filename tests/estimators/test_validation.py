@@ -231,8 +231,10 @@ def test_bad_l2_shapes_and_types(regression):
         jt.linear_mse(*regression, l2=np.array([]))
     with pytest.raises(TypeError, match="l2 must be a number or a 1-D array of numbers"):
         jt.linear_mse(*regression, l2="1.0")
-    with pytest.raises(TypeError, match="l2 must be a number or a 1-D array of numbers"):
-        jt.linear_mse(*regression, l2=None)
+    # l2=None is the default (1.0, the paper's λ) unless l2_relative is given instead
+    assert float(jt.linear_mse(*regression, l2=None)) == float(jt.linear_mse(*regression, l2=1.0))
+    with pytest.raises(TypeError, match="l2_relative must be a number or a 1-D array of numbers"):
+        jt.linear_mse(*regression, l2_relative="0.1")
 
 
 def test_unknown_option(labels, regression, probs):
