@@ -76,7 +76,13 @@ def _linear_stats(s, t, m, axis, num_target_classes=None):
 
 
 def _mse(s, t, m, axis, opts):
-    return _linear_mse_finalize(_linear_stats(s, t, m, axis), opts["l2"])
+    stats = _linear_stats(s, t, m, axis)
+    l2 = opts["l2"]
+    if opts.get("relative"):  # l2_relative: times the total variance tr cov(F) = tr(C)/n
+        f = stats.features
+        n = jnp.maximum(f.count, 1)
+        l2 = l2 * (jnp.trace(f.gram) - jnp.sum(f.total * f.total) / n) / n
+    return _linear_mse_finalize(stats, l2)
 
 
 def _logme(s, t, m, axis, opts):
