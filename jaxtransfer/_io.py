@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import ast
 import contextlib
+import glob
 import math
 import os
 import stat
@@ -27,10 +28,12 @@ from typing import BinaryIO
 import numpy as np
 
 __all__ = [
+    "array_files",
     "atomic_open",
     "atomic_write",
     "check_output_file",
     "check_output_folder",
+    "map_npy",
     "npz_names",
     "read_npy",
     "read_npz",
@@ -84,12 +87,8 @@ def _read_header(fh: BinaryIO, label: str) -> tuple[tuple[int, ...], bool, np.dt
     return shape, fortran, dtype
 
 
-def _read_array(fh: BinaryIO, size: int, label: str) -> np.ndarray:
-    """The array of a seekable ``.npy`` stream of ``size`` bytes, checked before NumPy reads it.
-
-    The header is parsed here first, so that object arrays and truncated data
-    get their own messages; NumPy then reads the array with ``allow_pickle=False``.
-    """
+def _check_npy(fh: BinaryIO, size: int, label: str) -> None:
+    """Parse a ``.npy`` header; refuse object arrays and data shorter than the header announces."""
     shape, _, dtype = _read_header(fh, label)
     if dtype.hasobject:
         raise _BadFile(f"{label} holds Python objects (dtype {dtype}), which are never loaded")
@@ -100,6 +99,15 @@ def _read_array(fh: BinaryIO, size: int, label: str) -> np.ndarray:
             f"it is truncated: {label} has {max(available, 0)} of the {nbytes} data bytes "
             f"its header announces for shape {shape} {dtype}"
         )
+
+
+def _read_array(fh: BinaryIO, size: int, label: str) -> np.ndarray:
+    """The array of a seekable ``.npy`` stream of ``size`` bytes, checked before NumPy reads it.
+
+    The header is parsed here first, so that object arrays and truncated data
+    get their own messages; NumPy then reads the array with ``allow_pickle=False``.
+    """
+    _check_npy(fh, size, label)
     fh.seek(0)
     try:
         return np.lib.format.read_array(fh, allow_pickle=False)
@@ -128,6 +136,70 @@ def read_npy(
         raise _fail(error, path, what, str(err), hint) from None
     except OSError as err:
         raise _fail(error, path, what, f"{type(err).__name__}: {err}", hint) from None
+
+
+def map_npy(
+    path: str | os.PathLike, *, what: str = ".npy file", error: type[Exception] = ValueError, hint: str = ""
+) -> np.ndarray:
+    """The array of a ``.npy`` file, memory-mapped read-only (``np.load(mmap_mode="r")``), checked first.
+
+    Nothing is read until it is used, and the pages read belong to the page
+    cache: dropping the last reference to the array (or to a view of it)
+    unmaps them. The header is checked as :func:`read_npy` does, so a bad file
+    gets the same message.
+
+    Raises:
+      error: as :func:`read_npy`.
+    """
+    path = Path(path)
+    try:
+        with open(path, "rb") as fh:
+            _check_npy(fh, os.fstat(fh.fileno()).st_size, "the file")
+        return np.load(path, mmap_mode="r", allow_pickle=False)
+    except _BadFile as err:
+        raise _fail(error, path, what, str(err), hint) from None
+    except (OSError, ValueError) as err:
+        raise _fail(error, path, what, f"{type(err).__name__}: {err}", hint) from None
+
+
+_GLOB_CHARS = frozenset("*?[")
+
+
+def array_files(
+    specs: str | os.PathLike | Sequence[str | os.PathLike], *, what: str, error: type[Exception] = ValueError
+) -> list[Path]:
+    """The array files named by ``specs``, one entry per file, in a fixed order.
+
+    Each spec is a folder (every ``*.npy`` file in it, sorted by name), a
+    glob pattern with ``*``, ``?`` or ``[...]`` (its matches, sorted by name;
+    ``**`` reaches into sub-folders) or one file. An existing path is taken
+    as it is, even when its name holds glob characters. The files are not
+    opened here.
+
+    Raises:
+      error: a missing file, a folder with no ``.npy`` file, a pattern that
+        matches no file; the message starts with ``what``.
+    """
+    if isinstance(specs, (str, os.PathLike)):
+        specs = [specs]
+    out: list[Path] = []
+    for spec in specs:
+        path = Path(spec)
+        if path.is_dir():
+            found = sorted(p for p in path.glob("*.npy") if p.is_file())
+            if not found:
+                raise error(f"{what}: the folder {path} holds no .npy file; expected one per source")
+            out.extend(found)
+        elif path.exists():
+            out.append(path)
+        elif _GLOB_CHARS & set(str(spec)):
+            found = sorted(Path(p) for p in glob.glob(str(spec), recursive=True) if os.path.isfile(p))
+            if not found:
+                raise error(f"{what}: no file matches the pattern {str(spec)!r}")
+            out.extend(found)
+        else:
+            raise error(f"{what}: no such file: {spec}")
+    return out
 
 
 def _open_zip(path: Path) -> zipfile.ZipFile:

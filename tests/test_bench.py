@@ -94,3 +94,26 @@ def test_streaming_benchmark_smoke(tmp_path):
     assert wanted <= {r["estimator"] for r in rows}
     for row in rows:  # streamed statistics equal the whole-array estimator in float64
         assert row["float64"]["rel_diff"] < 1e-9, (row["case"], row["estimator"])
+
+
+def test_out_of_core_benchmark_smoke(tmp_path):
+    out = tmp_path / "out_of_core.json"
+    subprocess.run(
+        [sys.executable, str(ROOT / "bench" / "bench_out_of_core.py"), "--tiny", "--out", str(out)],
+        check=True,
+        capture_output=True,
+        timeout=600,
+    )
+    report = json.loads(out.read_text())
+    assert report["tiny"] is True and report["files"]["count"] == report["sizes"]["S"]
+    runs = [r for r in report["peak_rss"] if "mode" in r]
+    assert {(r["estimator"], r["mode"]) for r in runs} == {
+        (e, m) for e in ("linear_mse", "logme") for m in ("stream", "in_memory")
+    }
+    assert all(r["peak_rss_mib"] > 0 for r in runs)
+    for row in report["peak_rss"]:  # the streamed scores equal the in-memory call's
+        if "max_abs_diff" in row:
+            assert row["max_abs_diff"] < 1e-4, row
+    for row in report["time"]:
+        assert row["max_abs_diff_streamed_vs_in_memory"] < 1e-4 and row["ratio_streamed_vs_in_memory"] > 0
+    assert report["cli"]["cli"]["peak_rss_mib"] > 0 and report["cli"]["floor_peak_rss_mib"] > 0

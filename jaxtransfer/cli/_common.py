@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .._io import check_output_file, check_output_folder, npz_names, read_npy, read_npz
+from .._io import check_output_file, check_output_folder, map_npy, npz_names, read_npz
 
 __all__ = [
     "CLIError",
@@ -85,6 +85,10 @@ def _int_at_least(text: str, low: int, expected: str) -> int:
 def load_array(spec: str, what: str) -> np.ndarray:
     """Read ``FILE.npy``, ``FILE.npz`` (its only array) or ``FILE.npz:KEY``; nothing is unpickled.
 
+    A ``.npy`` file is memory-mapped read-only (nothing is read until used; the
+    pages read are the page cache's, and go when the array does); an ``.npz``
+    member cannot be, and is read whole.
+
     Raises:
       CLIError: a missing file, a file that is not ``.npy``/``.npz``, an array
         of Python objects, a truncated or corrupt file, or a missing or
@@ -106,7 +110,7 @@ def load_array(spec: str, what: str) -> np.ndarray:
         if kind == "npy":
             if key:
                 raise CLIError(f"{what}: {path} is a .npy file; ':{key}' applies only to .npz files")
-            return read_npy(p, what=".npy file")
+            return map_npy(p, what=".npy file")
         keys = npz_names(p, what=".npz file")
         if key:
             if key not in keys:

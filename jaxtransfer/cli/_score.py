@@ -6,11 +6,15 @@ import csv
 import io
 import json
 import sys
+from collections.abc import Callable
+from pathlib import Path
 
 import numpy as np
 
 from .. import estimators
+from .._io import array_files
 from ..apps import run_demo
+from ..estimators._source_stream import score_sources
 from ._common import CLIError, add_out_argument, check_output, load_array, out_argument, write_text
 
 __all__ = ["add_demo_parser", "add_list_parser", "add_score_parser"]
@@ -45,14 +49,52 @@ def _format(result: dict, fmt: str) -> str:
     l2 = result.get("l2")
     multi = scores.ndim == 3
     writer.writerow(["source", "target", *(["l2"] if multi else []), "score"])
-    for s in range(scores.shape[0]):
-        for t in range(scores.shape[1]):
+    for s, source in enumerate(result["sources"]):
+        for t, target in enumerate(result["targets"]):
             if multi:
                 for j, lam in enumerate(l2):
-                    writer.writerow([s, t, lam, repr(float(scores[s, t, j]))])
+                    writer.writerow([source, target, lam, repr(float(scores[s, t, j]))])
             else:
-                writer.writerow([s, t, repr(float(scores[s, t]))])
+                writer.writerow([source, target, repr(float(scores[s, t]))])
     return out.getvalue()
+
+
+def _one_file(specs: list[str]) -> bool:
+    """One ``--source`` file (sources stacked in it), not one source per file (several, a folder, a glob)."""
+    if len(specs) != 1:
+        return False
+    path = Path(specs[0])
+    if path.is_dir():
+        return False
+    return path.exists() or not (set(specs[0]) & set("*?["))
+
+
+def _file_sources(specs: list[str], kind: str) -> list[Path]:
+    """One source per file: the files named by ``specs``, the first one's dimensions checked."""
+    files = array_files(specs, what="--source", error=CLIError)
+    first = load_array(str(files[0]), "--source")
+    if first.ndim not in _CORE_NDIM[kind]:
+        dims = " or ".join(f"{d}-D" for d in _CORE_NDIM[kind])
+        raise CLIError(
+            f"--source: {files[0]}: expected one source per file, {kind} as a {dims} array, "
+            f"got shape {list(first.shape)}"
+        )
+    return files
+
+
+def _stacked_reader(spec: str, kind: str, stacked: bool) -> tuple[Callable[[int], np.ndarray], int]:
+    """Source ``i`` of one ``--source`` file, and the number of sources in it.
+
+    A ``.npy`` file is mapped again for each source, so that the pages read go
+    with the source once it is copied: memory holds one chunk of sources, not
+    the file.
+    """
+    arr = _stack("--source", load_array(spec, "--source"), kind, stacked)
+    count = arr.shape[0]
+    if not isinstance(arr, np.memmap):  # an .npz member: already in memory
+        return arr.__getitem__, count
+    del arr
+    return (lambda i: _stack("--source", load_array(spec, "--source"), kind, stacked)[i]), count
 
 
 def _score(args) -> int:
@@ -65,7 +107,12 @@ def _score(args) -> int:
     info = fn.info
     if info.source == "none":
         raise CLIError(f"{info.name} takes no source; use it from Python: jaxtransfer.{info.name}(targets)")
-    sources = _stack("--source", load_array(args.source, "--source"), info.source, args.stacked)
+    if _one_file(args.source):
+        sources, count = _stacked_reader(args.source[0], info.source, args.stacked)
+        names = None
+    else:
+        sources = _file_sources(args.source, info.source)
+        count, names = len(sources), None
     options = {}
     target_kind = info.target
     if args.task is not None:
@@ -94,14 +141,19 @@ def _score(args) -> int:
     options.update(info.caller_options(seed=args.seed))
     mask = load_array(args.mask, "--mask") if args.mask else None
     try:
-        scores = np.asarray(estimators.score_matrix(fn, sources, targets, mask=mask, **options))
+        result = score_sources(
+            fn, sources, targets, num_sources=count, names=names, mask=mask, progress=None, **options
+        )
     except (ValueError, TypeError) as err:
         raise CLIError(str(err)) from None
+    scores = result.scores
     result = {
         "estimator": info.name,
         "orientation": info.orientation,
         "reference": info.reference,
         "shape": list(scores.shape),
+        "sources": list(result.names) if result.names is not None else list(range(scores.shape[0])),
+        "targets": list(range(scores.shape[1])),
         "scores": scores.tolist(),
     }
     if "l2" in options:
@@ -147,7 +199,13 @@ def add_score_parser(sub) -> None:
     score = sub.add_parser("score", help="score sources against targets from .npy/.npz files")
     score.add_argument("--estimator", required=True, help="estimator name (see `jaxtransfer list`)")
     score.add_argument(
-        "--source", required=True, help="FILE.npy, FILE.npz or FILE.npz:KEY; [n, ...] or [S, n, ...]"
+        "--source",
+        required=True,
+        nargs="+",
+        metavar="SOURCE",
+        help="FILE.npy, FILE.npz or FILE.npz:KEY holding [n, ...] or [S, n, ...]; or one source "
+        "[n, ...] per file: a FOLDER (every .npy in it, by name), a quoted 'GLOB' or several files. "
+        ".npy files are memory-mapped and scored a chunk of sources at a time",
     )
     score.add_argument(
         "--target", required=True, help="FILE.npy, FILE.npz or FILE.npz:KEY; [n, ...] or [T, n, ...]"

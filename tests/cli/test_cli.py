@@ -219,6 +219,94 @@ def test_logme_regression_targets(capsys, tmp_path, rng):
     assert code == 2 and "--task applies" in err
 
 
+# --- score over many source files ------------------------------------------------------
+
+
+@pytest.fixture
+def feature_files(tmp_path, rng):
+    """Five sources of features [50, 4], one .npy per file in ``sources/``, and two label targets."""
+    y = rng.integers(0, 3, (2, 50))
+    f = np.eye(3)[y[0]] @ rng.standard_normal((5, 3, 4)) + rng.standard_normal((5, 50, 4))
+    f = f.astype(np.float32)
+    folder = tmp_path / "sources"
+    folder.mkdir()
+    for i, name in enumerate(["vit", "resnet", "convnext", "mlp", "deit"]):
+        np.save(folder / f"{name}.npy", f[i])
+    np.save(tmp_path / "y.npy", y)
+    order = [2, 4, 3, 1, 0]  # the files sorted by name: convnext, deit, mlp, resnet, vit
+    return folder, f[order], y
+
+
+@pytest.mark.parametrize("form", ["folder", "glob", "files"])
+def test_score_one_source_per_file_matches_stacked(capsys, feature_files, form):
+    folder, f, y = feature_files
+    spec = {
+        "folder": [str(folder)],
+        "glob": [str(folder / "*.npy")],
+        "files": [str(p) for p in sorted(folder.glob("*.npy"))],
+    }[form]
+    argv = ["score", "--estimator", "logme", "--source", *spec, "--target", str(y_path(folder))]
+    code, out, err = run(capsys, *argv)
+    assert code == 0, err
+    result = json.loads(out)
+    assert result["sources"] == ["convnext", "deit", "mlp", "resnet", "vit"]
+    assert result["targets"] == [0, 1] and result["shape"] == [5, 2]
+    np.testing.assert_allclose(result["scores"], np.asarray(jt.score_matrix("logme", f, y)), rtol=1e-5)
+
+
+def y_path(folder):
+    return folder.parent / "y.npy"
+
+
+def test_score_files_csv_has_source_names(capsys, feature_files):
+    folder, f, y = feature_files
+    argv = ["score", "--estimator", "linear_mse", "--source", str(folder), "--target", str(y_path(folder))]
+    code, out, err = run(capsys, *argv, "--stacked", "--l2", "0.5", "--format", "csv")
+    assert code == 0, err
+    lines = out.strip().splitlines()
+    assert lines[0] == "source,target,score" and len(lines) == 1 + 5 * 2
+    rows = [line.split(",") for line in lines[1:]]
+    assert [r[0] for r in rows[::2]] == ["convnext", "deit", "mlp", "resnet", "vit"]
+    # linear_mse takes real-valued targets: with --stacked, the label file is T = 2 targets of values [n]
+    want = np.asarray(jt.score_matrix("linear_mse", f, y.astype(np.float32), l2=0.5))
+    np.testing.assert_allclose([float(r[2]) for r in rows], want.ravel(), rtol=1e-5)
+
+
+def test_score_one_stacked_file_in_several_chunks(capsys, monkeypatch, feature_files):
+    from jaxtransfer.estimators import _source_stream
+
+    folder, f, y = feature_files
+    np.save(folder.parent / "stacked.npy", f)
+    monkeypatch.setattr(_source_stream, "CHUNK_BYTES", 2 * f[0].nbytes)  # chunks of 2 sources
+    argv = ["score", "--estimator", "hscore", "--source", str(folder.parent / "stacked.npy")]
+    code, out, err = run(capsys, *argv, "--target", str(y_path(folder)))
+    assert code == 0, err
+    result = json.loads(out)
+    assert result["sources"] == [0, 1, 2, 3, 4]
+    np.testing.assert_allclose(result["scores"], np.asarray(jt.score_matrix("hscore", f, y)), rtol=1e-5)
+
+
+@pytest.mark.parametrize(
+    ("spec", "words"),
+    [
+        ("{p}/empty", "the folder {p}/empty holds no .npy file"),
+        ("{p}/nothing*.npy", "no file matches the pattern '{p}/nothing*.npy'"),
+        ("{p}/sources/bad/*.npy", "one source per file, features as a 2-D array, got shape [2, 50, 4]"),
+    ],
+)
+def test_score_bad_source_files(capsys, feature_files, spec, words):
+    folder, f, _ = feature_files
+    p = folder.parent
+    (p / "empty").mkdir()
+    (folder / "bad").mkdir()
+    np.save(folder / "bad" / "stacked.npy", f[:2])
+    argv = ["score", "--estimator", "logme", "--source", spec.format(p=p), "--target", str(p / "y.npy")]
+    code, out, err = run(capsys, *argv)
+    assert code == 2 and out == ""
+    assert err.startswith("jaxtransfer: error: --source") and words.format(p=p) in err, err
+    assert len(err.strip().splitlines()) == 1
+
+
 # --- jaxtransfer zoo ---------------------------------------------------------------
 
 
