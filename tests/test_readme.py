@@ -58,6 +58,21 @@ def python_block(containing: str) -> str:
 
 # What the README's comments say each block gives, checked after it in the same interpreter.
 CLAIMS = {
+    "metrics.logme(16, num_target_classes=4)": """
+        import numpy as np
+
+        whole = float(jt.logme(features, labels, num_target_classes=4))
+        np.testing.assert_allclose(float(score), whole, rtol=1e-4)
+        np.testing.assert_allclose(float(score), -0.7243, atol=5e-5)  # the printed value
+        assert isinstance(score, jax.Array)
+        assert float(metric.stats.get_value().features.count) == 0  # reset
+    """,
+    "mesh=grid": """
+        assert str(jt.score_matrix("logme", placed, labels).sharding.spec) == "P('devices', None)"
+        for scores in (by_source, by_sample, both):
+            np.testing.assert_allclose(np.asarray(scores), np.asarray(one), rtol=1e-5, atol=1e-6)
+        assert len(jax.devices()) == 8
+    """,
     "jt.score_matrix": """
         def entropy(counts):
             p = counts[counts > 0] / counts.sum()
@@ -78,6 +93,7 @@ CLAIMS = {
         assert out.layers["stage5"].shape == (100, 96), out.layers["stage5"].shape
         assert out.probabilities.shape == (100, 1000)
         assert np.isfinite(float(stats.linear_mse(l2=1.0))) and np.isfinite(float(stats.nce()))
+        assert many.score("logme").shape == (2,)
         assert len(history.loss) == 5  # epochs=5
     """,
     'np.savez("mydata.npz"': """
