@@ -749,14 +749,19 @@ def _logme_finalize(stats: LinearStats, tol, max_iter) -> LogMEDetails:
     y_scale = jax.vmap(power_of_two_scale)(jnp.sqrt(yy / safe))
     z2 = (z * y_scale[None, :]) ** 2
     yy = yy * y_scale**2
-    yperp2 = jnp.maximum(yy - jnp.sum(z2, axis=0), 0)
+    # ‖y_⊥‖² is a difference of sums here, resolved only down to about eps·√max(n, d)·‖y‖²: below
+    # that the whole-array route (a second pass) tells a tiny residual from none, the statistics
+    # cannot. Clamped at that resolution the evidence is finite and approximate, never the +inf of
+    # "y in the span of the features", which the statistics cannot establish.
+    resolution = 16 * eps * jnp.sqrt(size) * yy
+    yperp2 = jnp.maximum(yy - jnp.sum(z2, axis=0), resolution)
     return logme_from_spectrum(
         jnp.where(keep, sigma * sigma, 0),
         keep,
         z2,
         yperp2,
         count=n,
-        residual_floor=16 * eps * jnp.sqrt(size) * yy,
+        residual_floor=jnp.zeros_like(yy),  # never "unbounded" (above)
         y_scale=y_scale,
         feature_scale=scale,
         tol=tol,
@@ -772,6 +777,13 @@ def _logme_finalize_public(stats, *, max_iter=100, tol=None, details=False):
     Fᵀy; LogME's maximisation is :func:`jaxtransfer.logme`'s own. Targets are
     the one-hot columns (``num_target_classes``) or the k value columns
     (regression, multi-label 0/1). ``details`` is static.
+
+    A target fitted more closely than the statistics resolve (residual below
+    about 16·eps·√max(n, d)·‖y‖², as on well-separated classes in float32)
+    gets the evidence at that resolution: finite and approximate (the residual
+    is known only to that resolution; 4.07 against the whole-array 3.93 on one
+    such case of n = 200, d = 16 with 5 dead units), never a false +inf.
+    Accumulate in float64 to resolve it.
     """
     _check_stats("stats", stats, LinearStats)
     dtype = stats.features.shift.dtype

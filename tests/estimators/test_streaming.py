@@ -384,3 +384,21 @@ def test_bad_input():
     if not jax.config.jax_enable_x64:
         with pytest.raises(ValueError, match="jax_enable_x64"):
             st.hscore.init(D, C, dtype=jnp.float64)
+
+
+def test_logme_streamed_is_finite_where_the_residual_is_below_resolution():
+    # dead units, a large mean and well-separated classes: the float32 statistics cannot resolve
+    # the tiny residual (whole-array LogME 3.93); they used to call the target "in the span of the
+    # features" and return +inf, now the evidence at their resolution
+    rng = np.random.default_rng(0)
+    for _ in range(21):  # the 21st draw of this generator is such a case
+        y = rng.integers(0, 2, 200)
+        base = rng.normal(size=(200, 11)) * rng.uniform(0.01, 5)
+        base[:, 0] += y * rng.uniform(1, 50)
+        f = np.zeros((200, 16), np.float32)
+        f[:, :11] = np.maximum(base, 0) * 3 + rng.uniform(0, 100)
+    whole = float(jt.logme(f, y))
+    stats = st.logme.update(st.logme.init(16, num_target_classes=2), f, y)
+    details = st.logme.finalize(stats, details=True)
+    assert np.isfinite(float(details.score)) and not np.any(np.asarray(details.unbounded))
+    assert abs(float(details.score) - whole) < 0.05 * abs(whole)
