@@ -15,6 +15,7 @@ from .. import estimators
 from .._io import array_files
 from ..apps import run_demo
 from ..estimators._source_stream import score_sources
+from . import _distributed as distributed
 from ._common import CLIError, add_out_argument, check_output, load_array, out_argument, write_text
 
 __all__ = ["add_demo_parser", "add_list_parser", "add_score_parser"]
@@ -97,6 +98,11 @@ def _stacked_reader(spec: str, kind: str, stacked: bool) -> tuple[Callable[[int]
     return (lambda i: _stack("--source", load_array(spec, "--source"), kind, stacked)[i]), count
 
 
+def _subset(reader: Callable[[int], np.ndarray], rows: np.ndarray) -> Callable[[int], np.ndarray]:
+    """Source ``j`` of this process's share: source ``rows[j]`` of ``reader``."""
+    return lambda j: reader(int(rows[j]))
+
+
 def _score(args) -> int:
     path = out_argument(args)
     out = check_output(path, "--out") if path else None
@@ -107,12 +113,18 @@ def _score(args) -> int:
     info = fn.info
     if info.source == "none":
         raise CLIError(f"{info.name} takes no source; use it from Python: jaxtransfer.{info.name}(targets)")
+    index, processes = distributed.start(args)
     if _one_file(args.source):
-        sources, count = _stacked_reader(args.source[0], info.source, args.stacked)
-        names = None
+        sources, total = _stacked_reader(args.source[0], info.source, args.stacked)
+        all_names = None
     else:
         sources = _file_sources(args.source, info.source)
-        count, names = len(sources), None
+        total, all_names = len(sources), [p.stem for p in sources]
+    # several processes: each scores its own rows (index, index + N, ...), then all rows are gathered
+    rows = distributed.local_rows(total, index, processes)
+    if processes > 1:
+        sources = [sources[r] for r in rows] if isinstance(sources, list) else _subset(sources, rows)
+    count, names = rows.size, None
     options = {}
     target_kind = info.target
     if args.task is not None:
@@ -146,13 +158,19 @@ def _score(args) -> int:
         )
     except (ValueError, TypeError) as err:
         raise CLIError(str(err)) from None
-    scores = result.scores
+    scores = distributed.gather_rows(np.asarray(result.scores), total, index, processes)
+    if processes > 1:
+        names = all_names
+    elif result.names is not None:
+        names = list(result.names)
+    if index != 0:  # process 0 writes the outputs
+        return 0
     result = {
         "estimator": info.name,
         "orientation": info.orientation,
         "reference": info.reference,
         "shape": list(scores.shape),
-        "sources": list(result.names) if result.names is not None else list(range(scores.shape[0])),
+        "sources": names if names is not None else list(range(scores.shape[0])),
         "targets": list(range(scores.shape[1])),
         "scores": scores.tolist(),
     }
@@ -229,6 +247,7 @@ def add_score_parser(sub) -> None:
     )
     score.add_argument("--format", choices=("json", "csv"), default="json")
     add_out_argument(score, "write the scores to this file instead of stdout")
+    distributed.add_distributed_arguments(score)
     score.set_defaults(run=_score)
 
 
