@@ -12,7 +12,8 @@ medians):
   (public − core) / public.
 * **extra memory** — peak RSS of ``score_matrix("linear_mse")`` in a fresh
   process, minus the RSS once its inputs exist, as a multiple of the input
-  size.
+  size: for NumPy inputs (which a CPU backend copies once into its own
+  buffers) and for inputs already on the device.
 
     OPENBLAS_NUM_THREADS=1 python bench/bench_scale.py            # JSON under jaxtransfer-output/bench/
     python bench/bench_scale.py --tiny --out /tmp/scale.json       # seconds
@@ -95,30 +96,44 @@ import resource, sys, json
 import numpy as np, jax, jax.numpy as jnp
 import jaxtransfer as jt
 s, t, n, d = map(int, sys.argv[1:5])
-rng = np.random.default_rng(0)
-f = rng.normal(size=(s, n, d)).astype(np.float32)
-y = rng.normal(size=(t, n, 2)).astype(np.float32)
+on_device = sys.argv[5] == "device"
+if on_device:  # made on the device: score_matrix makes no copy of them
+    f = jax.random.normal(jax.random.key(0), (s, n, d))
+    y = jax.random.normal(jax.random.key(1), (t, n, 2))
+else:
+    rng = np.random.default_rng(0)
+    f = rng.standard_normal(size=(s, n, d), dtype=np.float32)  # float32 directly: no float64 temporary
+    y = rng.standard_normal(size=(t, n, 2), dtype=np.float32)
 def rss():
     return int(open('/proc/self/statm').read().split()[1]) * resource.getpagesize()
-base = rss()
+def peak():  # VmHWM, the peak RSS since the last reset
+    line = [x for x in open('/proc/self/status') if x.startswith('VmHWM')][0]
+    return int(line.split()[1]) * 1024
 jax.block_until_ready(jt.score_matrix("linear_mse", f[:1, :8], y[:1, :8]))  # runtime warm, tiny
-base = max(base, rss())
+jax.block_until_ready((f, y))
+with open('/proc/self/clear_refs', 'w') as fh:  # reset the peak: making the inputs set their own
+    fh.write('5')
+base = rss()
 out = jax.block_until_ready(jt.score_matrix("linear_mse", f, y))
-peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-print(json.dumps({"input_bytes": f.nbytes + y.nbytes, "rss_before": base, "peak_rss": peak}))
+print(json.dumps({"input_bytes": f.nbytes + y.nbytes, "rss_before": base, "peak_rss": peak()}))
 """
 
 
 def extra_memory(s, t, n, d):
-    run = subprocess.run(
-        [sys.executable, "-c", _MEMORY_CHILD, str(s), str(t), str(n), str(d)],
-        capture_output=True,
-        text=True,
-        check=True,
-    )
-    r = json.loads(run.stdout.strip().splitlines()[-1])
-    r["extra_over_input"] = (r["peak_rss"] - r["rss_before"]) / r["input_bytes"]
-    return r
+    """Peak RSS of score_matrix above the RSS with its inputs, over the input size: NumPy inputs
+    (one copy to the device, inherent on a CPU) and inputs already on the device."""
+    out = {}
+    for where in ("numpy", "device"):
+        run = subprocess.run(
+            [sys.executable, "-c", _MEMORY_CHILD, str(s), str(t), str(n), str(d), where],
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        r = json.loads(run.stdout.strip().splitlines()[-1])
+        r["extra_over_input"] = (r["peak_rss"] - r["rss_before"]) / r["input_bytes"]
+        out[where] = r
+    return out
 
 
 def main(argv=None):
@@ -161,11 +176,11 @@ def main(argv=None):
         f"validation share of a public linear_mse call: {v['share']:.1%} "
         f"({v['public_s'] * 1e3:.2f} ms public, {v['core_s'] * 1e3:.2f} ms core)"
     )
-    m = result["memory"]
-    print(
-        f"score_matrix extra memory: {m['extra_over_input']:.2f}x its input "
-        f"({m['input_bytes'] / 2**20:.0f} MiB)"
-    )
+    for where, m in result["memory"].items():
+        print(
+            f"score_matrix extra memory, {where} input: {m['extra_over_input']:.2f}x its input "
+            f"({m['input_bytes'] / 2**20:.0f} MiB)"
+        )
     print("wrote", out)
 
 

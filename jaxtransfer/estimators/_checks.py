@@ -87,7 +87,9 @@ def _device(x, dtype) -> jax.Array:
     ``jax.Array`` stays where it is, with its sharding (a cast runs there)."""
     if isinstance(x, jax.Array):
         return x if x.dtype == dtype else x.astype(dtype)
-    return jnp.asarray(np.asarray(x).astype(dtype, copy=False))
+    # device_put copies once (jnp.asarray of a large host array held two copies on a CPU, measured);
+    # evaluated now, so that a closed-over array stays a constant inside an outer jit
+    return concrete(jax.device_put, np.asarray(x).astype(dtype, copy=False))
 
 
 def host_copy(x) -> np.ndarray:

@@ -161,7 +161,7 @@ def score_matrix(
         iterator (a generator, ``map(...)``); or a callable ``i -> source``
         (e.g. a model's feature extraction) with ``num_sources=S``. A stream
         is scored a chunk of ``batch_size`` sources at a time (default: about
-        32 MB of sources), so memory does not grow with S; keywords
+        8 MB of sources), so memory does not grow with S; keywords
         ``num_sources``, ``names`` and ``progress`` apply to streams only
         (``jaxtransfer.estimators._source_stream.score_sources``, which also
         returns the file names). Anything else — an array, a memory-mapped

@@ -154,9 +154,9 @@ def _check(source, target, options, lead) -> Checked:
     return Checked(f, y, n_y, static, {"coef": _coefficient(opts["eps"], f.shape[-1], f.dtype)})
 
 
-@partial(jax.jit, static_argnums=1)
-def _largest_class(rows, classes: int):
-    return jnp.max(jax.vmap(lambda r: jnp.bincount(r, length=classes))(rows))
+@partial(jax.jit, static_argnums=(1, 2))
+def _largest_class(y, n: int, classes: int):
+    return jnp.max(jax.vmap(lambda r: jnp.bincount(r, length=classes))(y.reshape(-1, n)))
 
 
 def _class_rows(y, n: int, task: str, bins: int | None, classes: int = 1) -> int:
@@ -172,7 +172,7 @@ def _class_rows(y, n: int, task: str, bins: int | None, classes: int = 1) -> int
     if not is_concrete(y) or n == 0:
         return n
     if task == "classification":  # where the labels live (a jitted count), one scalar fetched
-        largest = int(concrete(_largest_class, y.reshape(-1, n), classes)) if y.size else 0
+        largest = int(concrete(_largest_class, y, n, classes)) if y.size else 0
     else:
         values = host_copy(y)
         columns = np.moveaxis(values.reshape(-1, n, values.shape[-1]), 1, -1)  # [.., k, n]

@@ -403,7 +403,16 @@ def test_no_estimator_is_silently_dropped(tiny):
         "its scores are NaN in the outputs"
         for est in ("leep", "nce", "soft_nce")
     ]  # soft_nce takes the source's probabilities, as leep does
-    on_features = ["gbc", "hscore", "linear_mse", "logme", "nleep", "shrinkage_hscore", "transrate"]
+    on_features = [
+        "gbc",
+        "heldout_linear_mse",
+        "hscore",
+        "linear_mse",
+        "logme",
+        "nleep",
+        "shrinkage_hscore",
+        "transrate",
+    ]
     assert list(result.scores) == ranking_estimators() == [*on_features, "leep", "nce", "soft_nce"]
     for est in ("leep", "nce", "soft_nce"):
         assert np.isnan(result.scores[est]).all()
