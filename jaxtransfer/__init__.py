@@ -8,6 +8,7 @@ from .estimators import EstimatorInfo as EstimatorInfo
 from .estimators import HeldoutDetails as HeldoutDetails
 from .estimators import LogMEDetails as LogMEDetails
 from .estimators import PrecisionWarning as PrecisionWarning
+from .estimators import SourceScores as SourceScores
 from .estimators import available_estimators as available_estimators
 from .estimators import conditional_entropy as conditional_entropy
 from .estimators import gbc as gbc
@@ -25,6 +26,7 @@ from .estimators import logme_details as logme_details
 from .estimators import nce as nce
 from .estimators import nleep as nleep
 from .estimators import score_matrix as score_matrix
+from .estimators import score_sources as score_sources
 from .estimators import shrinkage_hscore as shrinkage_hscore
 from .estimators import soft_nce as soft_nce
 from .estimators import transrate as transrate
@@ -64,6 +66,7 @@ __all__ = [
     "HeldoutDetails",
     "LogMEDetails",
     "PrecisionWarning",
+    "SourceScores",
     "available_estimators",
     "conditional_entropy",
     "gbc",
@@ -81,6 +84,7 @@ __all__ = [
     "nce",
     "nleep",
     "score_matrix",
+    "score_sources",
     "shrinkage_hscore",
     "soft_nce",
     "transrate",

@@ -43,7 +43,7 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtransfer_kernels import CrossStats
 
-from . import streaming
+from . import estimators as est
 
 __all__ = ["DEFAULT_ESTIMATORS", "STREAMED_ESTIMATORS", "StreamedStats"]
 
@@ -65,15 +65,15 @@ DEFAULT_ESTIMATORS = ("linear_mse", "logme", "nce", "conditional_entropy", "hard
 which cost one d×d Gram matrix per batch whatever the number of targets."""
 
 _STREAM = {
-    "linear_mse": streaming.linear_mse,
-    "logme": streaming.logme,
-    "hscore": streaming.hscore,
-    "shrinkage_hscore": streaming.shrinkage_hscore,
-    "transrate": streaming.transrate,
-    "gbc": streaming.gbc,
-    "nce": streaming.nce,
-    "conditional_entropy": streaming.conditional_entropy,
-    "hardness": streaming.hardness,
+    "linear_mse": est.stream_linear_mse,
+    "logme": est.stream_logme,
+    "hscore": est.stream_hscore,
+    "shrinkage_hscore": est.stream_shrinkage_hscore,
+    "transrate": est.stream_transrate,
+    "gbc": est.stream_gbc,
+    "nce": est.stream_nce,
+    "conditional_entropy": est.stream_conditional_entropy,
+    "hardness": est.stream_hardness,
 }
 _CLASS_ONLY = ("classes", "class_grams", "counts")
 
@@ -247,7 +247,7 @@ class StreamedStats:
             cols = slice(start, start + self.spec.widths[t])
             c = self.linear.targets
             part = CrossStats(c.shift[cols], c.total[cols], c.cross[:, cols], c.squares[cols])
-            return fin(streaming.LinearStats(self.linear.features, part), **options)
+            return fin(est.LinearStats(self.linear.features, part), **options)
         i = self.spec.class_targets.index(t)
         ct = self.spec.classes[t]
         stats = jax.tree.map(lambda a: a[i], getattr(self, kind))
@@ -261,7 +261,7 @@ class StreamedStats:
                 class_grams=stats.class_grams[:ct],
             )
         else:
-            stats = streaming.CountStats(stats.joint[:, :ct])
+            stats = est.CountStats(stats.joint[:, :ct])
         return fin(stats, **options)
 
     def linear_mse(self, l2: float = 1.0) -> jax.Array:
@@ -298,14 +298,14 @@ def _stack(stats, t: int):
 def init(d: int, spec: TargetSpec, dtype) -> StreamedStats:
     """Empty statistics for d features and the targets of ``spec``."""
     k = sum(spec.widths)
-    linear = streaming.linear_mse.init(d, 1, dtype=dtype)
+    linear = est.stream_linear_mse.init(d, 1, dtype=dtype)
     z = jnp.zeros((k,), dtype)
     linear = dataclasses.replace(linear, targets=CrossStats(z, z, jnp.zeros((d, k), dtype), z))
     tc = len(spec.class_targets)
     cmax = max((spec.classes[t] for t in spec.class_targets), default=1)
-    classes = _stack(streaming.hscore.init(d, cmax, dtype=dtype), tc) if spec.needs("classes") else None
-    grams = _stack(streaming.gbc.init(d, cmax, dtype=dtype), tc) if spec.needs("class_grams") else None
-    counts = _stack(streaming.nce.init(max(spec.head, 1), cmax), tc) if spec.needs("counts") else None
+    classes = _stack(est.stream_hscore.init(d, cmax, dtype=dtype), tc) if spec.needs("classes") else None
+    grams = _stack(est.stream_gbc.init(d, cmax, dtype=dtype), tc) if spec.needs("class_grams") else None
+    counts = _stack(est.stream_nce.init(max(spec.head, 1), cmax), tc) if spec.needs("counts") else None
     return StreamedStats(linear, classes, grams, counts, spec)
 
 
@@ -324,15 +324,15 @@ def update(stats: StreamedStats, feats, logits, ys: Sequence[jax.Array] | None, 
         for y, c in zip(ys, spec.classes, strict=True)
     ]
     y_all = jnp.concatenate(cols, axis=1) if cols else jnp.zeros((b, 0), dtype)
-    linear = streaming.linear_mse.update(stats.linear, feats, y_all, mask)
+    linear = est.stream_linear_mse.update(stats.linear, feats, y_all, mask)
     classes, grams, counts = stats.classes, stats.class_grams, stats.counts
     if spec.class_targets:
         labels = jnp.stack([ys[t] for t in spec.class_targets]).astype(jnp.int32)  # [T_c, b]
         if classes is not None:
-            classes = jax.vmap(lambda s, y: streaming.hscore.update(s, feats, y, mask))(classes, labels)
+            classes = jax.vmap(lambda s, y: est.stream_hscore.update(s, feats, y, mask))(classes, labels)
         if grams is not None:
-            grams = jax.vmap(lambda s, y: streaming.gbc.update(s, feats, y, mask))(grams, labels)
+            grams = jax.vmap(lambda s, y: est.stream_gbc.update(s, feats, y, mask))(grams, labels)
         if counts is not None:
             z = jnp.argmax(logits, axis=-1).astype(jnp.int32) if spec.head else jnp.zeros((b,), jnp.int32)
-            counts = jax.vmap(lambda s, y: streaming.nce.update(s, z, y, mask))(counts, labels)
+            counts = jax.vmap(lambda s, y: est.stream_nce.update(s, z, y, mask))(counts, labels)
     return StreamedStats(linear, classes, grams, counts, spec)

@@ -17,6 +17,7 @@ MODULES = [
     "jaxtransfer.estimators._nleep",
     "jaxtransfer.estimators._score_matrix",
     "jaxtransfer.estimators._soft_nce",
+    "jaxtransfer.estimators._source_stream",
     "jaxtransfer.estimators._streaming",
     "jaxtransfer.estimators._transrate",
     "jaxtransfer.features",

@@ -79,6 +79,7 @@ import numpy as np
 from jax import lax
 
 from ..estimators import available_estimators, get_estimator, score_matrix
+from .reproduce import code_version
 
 __all__ = ["compile_timed", "flop_model", "matmul_rate", "microbench", "microbench_table", "time_call"]
 
@@ -600,7 +601,6 @@ def _sum_timings(parts: list[dict]) -> dict:
 
 
 def _environment(devs) -> dict:
-    from .reproduce import code_version
 
     try:
         import jaxlib

@@ -14,7 +14,7 @@ import numpy as np
 from .. import estimators
 from .._io import array_files
 from ..apps import run_demo
-from ..estimators._source_stream import score_sources
+from ..estimators import score_sources
 from . import _distributed as distributed
 from ._common import CLIError, add_out_argument, check_output, load_array, out_argument, write_text
 

@@ -33,6 +33,8 @@ from ._logme import logme_details as logme_details
 from ._nleep import nleep as nleep
 from ._score_matrix import score_matrix as score_matrix
 from ._soft_nce import soft_nce as soft_nce
+from ._source_stream import SourceScores as SourceScores
+from ._source_stream import score_sources as score_sources
 from ._streaming import ClassGramStats as ClassGramStats
 from ._streaming import ClassStats as ClassStats
 from ._streaming import CountStats as CountStats
@@ -67,6 +69,7 @@ __all__ = [
     "LinearStats",
     "LogMEDetails",
     "PrecisionWarning",
+    "SourceScores",
     "Streaming",
     "TwoPassStreaming",
     "all_reduce",
@@ -88,6 +91,7 @@ __all__ = [
     "nce",
     "nleep",
     "score_matrix",
+    "score_sources",
     "shrinkage_hscore",
     "soft_nce",
     "stream_conditional_entropy",

@@ -54,6 +54,7 @@ import numpy as np
 from .._io import array_files, map_npy, npz_names, read_npz
 from .._progress import progress_bar
 from ._base import PrecisionWarning, get_estimator
+from ._matrix_core import score_stacked
 
 __all__ = ["CHUNK_BYTES", "SourceScores", "is_source_stream", "score_sources", "stream_score_matrix"]
 
@@ -411,8 +412,6 @@ def _score_stream(
     options,
     stacklevel,
 ) -> SourceScores:
-    from ._score_matrix import score_matrix  # the stacked route; it imports this module
-
     fn = get_estimator(estimator)
     info = fn.info
     options = dict(options)
@@ -464,7 +463,7 @@ def _score_stream(
                 try:
                     if checked_targets is None:  # validated and converted once
                         checked_targets = info.check(block, targets, options, 1).target
-                    out = score_matrix(
+                    out = score_stacked(
                         fn,
                         block,
                         checked_targets,

@@ -9,7 +9,7 @@ import scipy.special
 import scipy.stats
 
 import jaxtransfer as jt
-from jaxtransfer.estimators import _score_matrix
+from jaxtransfer.estimators import _matrix_core as _score_matrix
 
 TOL = {np.float32: {"rtol": 2e-5, "atol": 2e-5}, np.float64: {"rtol": 1e-10, "atol": 1e-12}}
 S, T, N, CZ, CY, D, K = 5, 3, 24, 4, 3, 4, 2

@@ -20,7 +20,7 @@ import scipy.special
 from sklearn.linear_model import Ridge
 
 import jaxtransfer as jt
-from jaxtransfer.estimators import _score_matrix
+from jaxtransfer.estimators import _source_stream
 from jaxtransfer.estimators._source_stream import is_source_stream, score_sources
 
 N, S, T = 30, 5, 2
@@ -123,7 +123,7 @@ def test_sources_are_read_lazily_one_chunk_at_a_time(monkeypatch, rng):
     f = rng.normal(size=(10, N, D)).astype(np.float32)
     y = labels(rng, CY, (T,))
     requested, seen = [], []
-    real = _score_matrix.score_matrix
+    real = _source_stream.score_stacked
 
     def spy(fn, sources, *args, **kwargs):
         seen.append((np.shape(sources)[0], len(requested)))
@@ -133,7 +133,7 @@ def test_sources_are_read_lazily_one_chunk_at_a_time(monkeypatch, rng):
         requested.append(i)
         return f[i]
 
-    monkeypatch.setattr(_score_matrix, "score_matrix", spy)
+    monkeypatch.setattr(_source_stream, "score_stacked", spy)
     out = score_sources("logme", load, y, num_sources=10, batch_size=4)
     assert requested == list(range(10))
     # equal chunks of at most 4: 4, 4, 4 (the last padded), each loaded just before it runs

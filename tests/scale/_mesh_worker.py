@@ -17,7 +17,7 @@ from jax.sharding import PartitionSpec as P
 from scale_data import inputs
 
 import jaxtransfer as jt
-from jaxtransfer.estimators import _score_matrix as sm
+from jaxtransfer.estimators import _matrix_core as sm
 
 warnings.simplefilter("ignore")
 mesh1 = jax.make_mesh((8,), ("d",))
