@@ -357,8 +357,9 @@ PICK_PREFERENCE = (
 
 LogME comes first because it is the one estimator in the leading group of both
 reproduced protocols by within-target correlation with actual transfer
-(``bench/results/quality/{attributes,keypoints}/report.md``): the best on the
-keypoints after head retraining and half fine-tuning; on the attributes, after
+(``bench/results/quality/{attributes,keypoints}/report.md``): on the keypoints
+level with the best (the held-out Linear MSE) within target after head
+retraining and half and full fine-tuning; on the attributes, after
 head retraining, second to the shrinkage H-score on digits and MNIST with
 overlapping intervals and level with it on sprites, and after fine-tuning no
 estimator is ahead. It needs only features, so it scores layers and headless
