@@ -113,6 +113,6 @@ def score_matrix(
         )  # fmt: skip
     return score_stacked(
         estimator, sources, targets, mask=mask, source_mask=source_mask, target_mask=target_mask,
-        batch_size=batch_size, mesh=mesh, source_axis=source_axis, sample_axis=sample_axis, stacklevel=3,
+        batch_size=batch_size, mesh=mesh, source_axis=source_axis, sample_axis=sample_axis, stacklevel=4,
         **options,
     )  # fmt: skip
