@@ -73,7 +73,7 @@ CLAIMS = {
             np.testing.assert_allclose(np.asarray(scores), np.asarray(one), rtol=1e-5, atol=1e-6)
         assert len(jax.devices()) == 8
     """,
-    "jt.score_matrix": """
+    "jt.score_matrix(jt.nce, sources, tasks)": """
         def entropy(counts):
             p = counts[counts > 0] / counts.sum()
             return -(p * np.log(p)).sum()
