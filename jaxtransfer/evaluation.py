@@ -58,6 +58,7 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax import lax
 
 __all__ = [
     "Interval",
@@ -250,10 +251,14 @@ def _statistics(scores, actual, mask, k):
 _point = jax.jit(_statistics, static_argnums=3)
 
 
+_BOOTSTRAP_BATCH = 64
+"""Resamples evaluated at once (``lax.map`` batches): bounds memory at 64 × the (S·T)² pairwise terms."""
+
+
 @functools.partial(jax.jit, static_argnums=4)
 def _bootstrap(scores, actual, mask, idx, k):
-    """The statistics of every resample of the sources (rows), as one vmap."""
-    return jax.vmap(lambda i: _statistics(scores[i], actual[i], mask[i], k))(idx)
+    """The statistics of every resample of the sources (rows), in vmapped batches."""
+    return lax.map(lambda i: _statistics(scores[i], actual[i], mask[i], k), idx, batch_size=_BOOTSTRAP_BATCH)
 
 
 def _agreement(runs, mask, k):
@@ -271,7 +276,9 @@ _agreement_point = jax.jit(_agreement, static_argnums=2)
 
 @functools.partial(jax.jit, static_argnums=3)
 def _agreement_bootstrap(runs, mask, idx, k):
-    return jax.vmap(lambda i: _agreement(runs[:, i], mask[i], k))(idx)
+    # resamples in batches: all at once, the pooled pairwise statistics of N(N − 1) run pairs need
+    # resamples × pairs × (S·T)² numbers (32 GB for 1000 × 6 × 400², the digits' 20 tasks)
+    return lax.map(lambda i: _agreement(runs[:, i], mask[i], k), idx, batch_size=_BOOTSTRAP_BATCH)
 
 
 class Interval(NamedTuple):
