@@ -24,10 +24,8 @@ from __future__ import annotations
 import argparse
 import json
 import platform
-import statistics
 import subprocess
 import sys
-import time
 from functools import partial
 from pathlib import Path
 
@@ -36,17 +34,13 @@ import jax.numpy as jnp
 import numpy as np
 
 import jaxtransfer as jt
+from jaxtransfer.apps import time_call
 from jaxtransfer.estimators._base import _pair
 
 
 def _median_time(fn, repeats: int) -> float:
-    jax.block_until_ready(fn())  # warm-up: compile
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        jax.block_until_ready(fn())
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
+    """Median seconds of ``fn()`` after one warm-up call (the package's own timing helper)."""
+    return time_call(fn, repeats=repeats, warmup=1)["median_s"]
 
 
 def batch_sweep(s, t, n, d, sizes, repeats):
