@@ -19,25 +19,14 @@ from __future__ import annotations
 import argparse
 import json
 import platform
-import time
 from pathlib import Path
 
 import jax
 import numpy as np
 
 import jaxtransfer as jt
+from jaxtransfer.apps import time_call
 from jaxtransfer.apps.reproduce import code_version
-
-
-def _timeit(fn, repeats: int) -> dict:
-    jax.block_until_ready(fn())
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        jax.block_until_ready(fn())
-        times.append(time.perf_counter() - start)
-    q = np.percentile(times, [25, 50, 75])
-    return {"median_s": float(q[1]), "q25_s": float(q[0]), "q75_s": float(q[2]), "repeats": repeats}
 
 
 def features(rng, n, d, hard: bool) -> np.ndarray:
@@ -60,7 +49,7 @@ def routes(sizes, repeats, rng) -> list[dict]:
             times = {}
             for method in ("gram", "svd", "auto"):
                 exe = jax.jit(lambda x, m=method: jk.spectrum(x, method=m)).lower(f).compile()
-                times[method] = _timeit(lambda exe=exe, f=f: exe(f), repeats)
+                times[method] = time_call(lambda exe=exe, f=f: exe(f), repeats)
             took_svd = bool(jk.spectrum(f).svd)
             rows.append(
                 {
@@ -93,7 +82,7 @@ def estimators(sizes, sources, targets, repeats, rng) -> list[dict]:
                 ("gbc", labels, {}),
             ]:
                 run = lambda name=name, src=src, tgt=tgt, opts=opts: jt.score_matrix(name, src, tgt, **opts)  # noqa: E731
-                t = _timeit(run, repeats)
+                t = time_call(run, repeats)
                 pairs = sources * targets
                 rows.append(
                     {

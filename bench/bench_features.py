@@ -32,9 +32,10 @@ import numpy as np
 from flax import nnx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_speed import _timeit, report, write_report
+from bench_speed import report, write_report
 
 from jaxtransfer import zoo
+from jaxtransfer.apps import time_call
 from jaxtransfer.features import extract
 
 
@@ -49,7 +50,7 @@ def _case(name, count, batch, repeats, pretrained, size=None, device_only=True):
     start = time.perf_counter()
     extract(model, images[:batch], batch_size=batch, progress=False)  # compiles the step
     compile_s = time.perf_counter() - start
-    ours = _timeit(lambda: extract(model, images, batch_size=batch, progress=False).features, repeats)
+    ours = time_call(lambda: extract(model, images, batch_size=batch, progress=False).features, repeats)
 
     step = nnx.jit(lambda m, x: m.taps(m.preprocess(x)))
 
@@ -57,13 +58,13 @@ def _case(name, count, batch, repeats, pretrained, size=None, device_only=True):
         outs = [step(model, images[i : i + batch]) for i in range(0, count, batch)]
         return jnp.concatenate([o["features"] for o in outs]), jnp.concatenate([o["logits"] for o in outs])
 
-    base = _timeit(baseline, repeats)
+    base = time_call(baseline, repeats)
 
     if device_only:  # one more compile: the step alone on a device-resident batch
         graphdef, state = nnx.split(model)
         pure = jax.jit(lambda s, x: nnx.merge(graphdef, s).taps(pre(x))["features"])
         on_device = jax.device_put(images[:batch])
-        device_only = _timeit(lambda: pure(state, on_device), max(repeats, 5))
+        device_only = time_call(lambda: pure(state, on_device), max(repeats, 5))
     check = float(
         jnp.max(jnp.abs(extract(model, images, batch_size=batch, progress=False).features - baseline()[0]))
     )

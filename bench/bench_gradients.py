@@ -44,9 +44,10 @@ import jax.numpy as jnp
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_speed import _compiled, report, write_report
+from bench_speed import report, write_report
 
 import jaxtransfer as jt
+from jaxtransfer.apps import compile_timed
 
 SIZES = {"n": 500, "d": 64, "classes": 5, "source_classes": 10, "outputs": 2}
 TINY = {"n": 60, "d": 8, "classes": 3, "source_classes": 4, "outputs": 2}
@@ -186,8 +187,8 @@ def _traced_options_check(name: str, source, target, static: dict, data: dict) -
 
 
 def _timeit_interleaved(fns: dict, repeats: int, warmup: int = 1) -> dict:
-    """``_timeit`` for several calls at once, one of each per round, so that load on a shared
-    machine falls on all of them alike and their ratio stays meaningful."""
+    """``jaxtransfer.apps.time_call`` for several calls at once, one of each per round, so that
+    load on a shared machine falls on all of them alike and their ratio stays meaningful."""
     times = {k: [] for k in fns}
     for i in range(warmup + repeats):
         for k, fn in fns.items():
@@ -208,7 +209,7 @@ def _timed_cases(fwd, args, repeats: int, seed: int, derivatives: bool) -> dict:
     whether it is finite, then all timed together."""
     out, calls = {}, {}
     try:
-        exe, compile_s = _compiled(fwd, *args)
+        exe, compile_s = compile_timed(fwd, *args)
         out["jit"] = {"works": True, "value": float(exe(*args)), "compile_s": compile_s}
         calls["jit"] = lambda: exe(*args)
     except Exception as err:  # report, do not stop the run
@@ -218,7 +219,7 @@ def _timed_cases(fwd, args, repeats: int, seed: int, derivatives: bool) -> dict:
         source, target = args
         v = jnp.asarray(np.random.default_rng(seed).standard_normal(source.shape), source.dtype)
         try:
-            g_exe, compile_s = _compiled(jax.grad(fwd), source, target)
+            g_exe, compile_s = compile_timed(jax.grad(fwd), source, target)
             grad = g_exe(source, target)
             out["reverse"] = {
                 "works": True,
@@ -234,7 +235,7 @@ def _timed_cases(fwd, args, repeats: int, seed: int, derivatives: bool) -> dict:
             return jax.jvp(lambda a: fwd(a, t), (x,), (dx,))
 
         try:
-            j_exe, compile_s = _compiled(jvp, source, target, v)
+            j_exe, compile_s = compile_timed(jvp, source, target, v)
             _, tangent = j_exe(source, target, v)
             out["forward"] = {"works": True, "finite": bool(jnp.isfinite(tangent)), "compile_s": compile_s}
             if grad is not None:

@@ -25,9 +25,10 @@ import jax.numpy as jnp
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_speed import _compiled, report, write_report
+from bench_speed import report, write_report
 
 import jaxtransfer as jt
+from jaxtransfer.apps import compile_timed
 from jaxtransfer.estimators._heldout import L2_GRID
 
 
@@ -99,7 +100,7 @@ def bench_case(name, s, t, n, d, k, classification, repeats, rng):
         calls["logme"] = (lambda a, b: jt.score_matrix("logme", a, b, task="regression"), (fj, yj))
     compiled, compile_s = {}, {}
     for key, (fn, args) in calls.items():
-        exe, compile_s[key] = _compiled(fn, *args)
+        exe, compile_s[key] = compile_timed(fn, *args)
         compiled[key] = lambda exe=exe, args=args: exe(*args)
     timing = _interleaved(compiled, repeats)
     pairs = s * t

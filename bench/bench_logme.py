@@ -24,9 +24,10 @@ import jax.numpy as jnp
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_speed import _case, _compiled, _summary, _timeit, report, write_report
+from bench_speed import _case, _summary, report, write_report
 
 import jaxtransfer as jt
+from jaxtransfer.apps import compile_timed, time_call
 from jaxtransfer.estimators._logme import logme
 
 _GRID = 128
@@ -135,8 +136,8 @@ def bench_logme(name, s, t, n, d, repeats, base_repeats, rng):
     )
     row["max_abs_diff_vs_baseline_is"] = "relative (float32 jaxtransfer vs float64 NumPy)"
     # the default steps through the sources one at a time (lax.map); all S at once, for comparison
-    exe, compile_s = _compiled(lambda a, b: fn(a, b, batch_size=s), fj, yj)
-    row["all_sources_at_once"] = {"compile_s": compile_s, **_timeit(lambda: exe(fj, yj), repeats)}
+    exe, compile_s = compile_timed(lambda a, b: fn(a, b, batch_size=s), fj, yj)
+    row["all_sources_at_once"] = {"compile_s": compile_s, **time_call(lambda: exe(fj, yj), repeats)}
     row["all_sources_at_once"]["speedup"] = (
         row["baseline"]["median_s"] / row["all_sources_at_once"]["median_s"]
     )

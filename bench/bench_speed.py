@@ -3,8 +3,9 @@
 Every case times jaxtransfer and its baseline in the same process, so the figure
 to quote is the ratio. jaxtransfer is timed as a compiled executable
 (``jax.jit(...).lower(...).compile()``, compile time reported separately), after
-a warm-up, each repetition ending in ``jax.block_until_ready``; medians and
-quartiles are reported. The eager call (with its input validation) is timed too.
+a warm-up, each repetition ending in ``jax.block_until_ready``
+(``jaxtransfer.apps.time_call``); medians, quartiles and extremes are reported.
+The eager call (with its input validation) is timed too.
 
     python bench/bench_speed.py --out jaxtransfer-output/bench/speed.json   # make bench (git-ignored)
     python bench/bench_speed.py --out bench/results/speed.json    # make bench-results: the committed figures
@@ -26,7 +27,6 @@ import argparse
 import json
 import platform
 import sys
-import time
 from pathlib import Path
 
 import jax
@@ -35,31 +35,14 @@ import jaxtransfer_kernels as jk
 import numpy as np
 
 import jaxtransfer as jt
+from jaxtransfer.apps import compile_timed, time_call
 from jaxtransfer.apps.reproduce import code_version
 
 
-def _timeit(fn, repeats: int, warmup: int = 1) -> dict:
-    for _ in range(warmup):
-        jax.block_until_ready(fn())
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        jax.block_until_ready(fn())
-        times.append(time.perf_counter() - start)
-    q = np.percentile(times, [25, 50, 75])
-    return {"median_s": float(q[1]), "q25_s": float(q[0]), "q75_s": float(q[2]), "repeats": repeats}
-
-
-def _compiled(fn, *args):
-    start = time.perf_counter()
-    exe = jax.jit(fn).lower(*args).compile()
-    return exe, time.perf_counter() - start
-
-
 def _case(name, sizes, jax_fn, args, baseline, repeats, base_repeats, eager=None, check=None):
-    exe, compile_s = _compiled(jax_fn, *args)
-    ours = _timeit(lambda: exe(*args), repeats)
-    base = _timeit(baseline, base_repeats, warmup=0 if base_repeats < 3 else 1)
+    exe, compile_s = compile_timed(jax_fn, *args)
+    ours = time_call(lambda: exe(*args), repeats)
+    base = time_call(baseline, base_repeats, warmup=0 if base_repeats < 3 else 1)
     row = {
         "case": name,
         "sizes": sizes,
@@ -69,7 +52,7 @@ def _case(name, sizes, jax_fn, args, baseline, repeats, base_repeats, eager=None
         "speedup": base["median_s"] / ours["median_s"],
     }
     if eager is not None:
-        row["eager"] = _timeit(eager, repeats)
+        row["eager"] = time_call(eager, repeats)
         row["speedup_eager"] = base["median_s"] / row["eager"]["median_s"]
     if check is not None:
         row["max_abs_diff_vs_baseline"] = float(check(np.asarray(exe(*args))))
@@ -208,8 +191,8 @@ def bench_histogram_methods(name, s, t, n, cz, cy, repeats, rng):
     rows = {}
     for method in ("onehot", "scatter"):
         fn = lambda a, b, m=method: jk.joint_histograms(a, b, num_z=cz, num_y=cy, method=m)  # noqa: E731
-        exe, compile_s = _compiled(fn, z, y)
-        rows[method] = {"compile_s": compile_s, **_timeit(lambda e=exe: e(z, y), repeats)}
+        exe, compile_s = compile_timed(fn, z, y)
+        rows[method] = {"compile_s": compile_s, **time_call(lambda e=exe: e(z, y), repeats)}
     return {
         "case": name,
         "sizes": {"S": s, "T": t, "n": n, "Cz": cz, "Cy": cy},

@@ -21,9 +21,7 @@ from __future__ import annotations
 import argparse
 import json
 import platform
-import statistics
 import sys
-import time
 from pathlib import Path
 
 import jax
@@ -32,6 +30,7 @@ import numpy as np
 
 import jaxtransfer as jt
 from jaxtransfer import streaming as st
+from jaxtransfer.apps import time_call
 
 BATCH = 256
 
@@ -147,19 +146,9 @@ def measure(obj, init, args, whole, opts, x, dt, n, repeats, ref64):
         "rel_diff": abs(got - want) / max(abs(want), 1e-300),
         "streamed_vs_float64_whole": abs(got - ref64),
         "whole_vs_float64_whole": abs(want - ref64),
-        "streamed_s": timed(lambda: streamed(obj, init, args, opts, arrays, dt, n), repeats),
-        "whole_s": timed(lambda: whole(arrays), repeats),
+        "streamed_s": time_call(lambda: streamed(obj, init, args, opts, arrays, dt, n), repeats)["median_s"],
+        "whole_s": time_call(lambda: whole(arrays), repeats)["median_s"],
     }
-
-
-def timed(fn, repeats):
-    fn()  # warm-up: compile
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        jax.block_until_ready(fn())
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
 
 
 def run(tiny: bool, repeats: int) -> dict:

@@ -43,6 +43,7 @@ from train_with_estimators import CNN, L2, TARGET_CLASSES
 
 import jaxtransfer as jt
 from jaxtransfer import metrics
+from jaxtransfer.apps import compile_timed
 
 SIZES = {"batch": 256, "image": 8}
 TINY = {"batch": 32, "image": 8}
@@ -123,23 +124,19 @@ def run(sizes: dict, repeats: int) -> list[dict]:
     programs = {}  # name -> (compiled, args, compile seconds)
     for name, fn in make_train_steps(graphdef, tx).items():
         args = (state, opt_state, x, y, aux_x, aux_y)
-        start = time.perf_counter()
-        programs[name] = (jax.jit(fn).lower(*args).compile(), args, time.perf_counter() - start)
+        exe, compile_s = compile_timed(fn, *args)
+        programs[name] = (exe, args, compile_s)
     for name, fn in make_eval_steps(graphdef, metric_graphdef).items():
         args = (state, metric_state, aux_x, aux_y)
-        start = time.perf_counter()
-        programs[name] = (jax.jit(fn).lower(*args).compile(), args, time.perf_counter() - start)
+        exe, compile_s = compile_timed(fn, *args)
+        programs[name] = (exe, args, compile_s)
     filled = programs["eval_logme_metric"][0](*programs["eval_logme_metric"][1])
 
     def finalize(metric_state):
         return nnx.merge(metric_graphdef, metric_state).compute()
 
-    start = time.perf_counter()
-    programs["logme_metric_compute"] = (
-        jax.jit(finalize).lower(filled).compile(),
-        (filled,),
-        time.perf_counter() - start,
-    )
+    exe, compile_s = compile_timed(finalize, filled)
+    programs["logme_metric_compute"] = (exe, (filled,), compile_s)
 
     times = {name: [] for name in programs}
     for exe, args, _ in programs.values():  # warm-up

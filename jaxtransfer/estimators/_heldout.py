@@ -10,8 +10,9 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtransfer_kernels import CV_METHODS, ridge_cv_curve, ridge_cv_factor
 
-from ._base import Checked, EstimatorInfo, one_source_per_step, register, run_pair
-from ._checks import as_features, check_same_samples, choice, nonnegative_values, take_options
+from ._base import Checked, register, run_pair
+from ._checks import choice, nonnegative_values, take_options
+from ._linear_mse import ridge_info, ridge_inputs
 
 __all__ = ["HeldoutDetails", "heldout_label_mse", "heldout_linear_mse", "heldout_linear_mse_details"]
 
@@ -60,9 +61,7 @@ def _checker(name: str, source_name: str, source_vector: bool):
     def check(source, target, options, lead) -> Checked:
         opts = take_options(name, options, {"method": "loo", "l2_grid": None})
         method = choice("method", opts["method"], CV_METHODS)
-        f = as_features(source_name, source, lead=lead, allow_vector=source_vector, what="d")
-        y = as_features("targets", target, lead=lead, allow_vector=True, what="k")
-        check_same_samples(source_name, f.shape[-2], "targets", y.shape[-2])
+        f, y = ridge_inputs(source_name, source, target, lead, source_vector)
         return Checked(f, y, f.shape[-2], {"method": method}, {"l2_grid": _grid(opts["l2_grid"], f.dtype)})
 
     return check
@@ -97,18 +96,9 @@ def _unresolved(cv, *, method, l2_grid):
 
 
 def _info(name, source, source_name, source_vector):
-    return EstimatorInfo(
-        name=name,
-        task="regression",
-        source=source,
-        target="values",
-        orientation="higher_is_better",
-        reference=_REFERENCE,
-        check=_checker(name, source_name, source_vector),
-        prepare=_prepare,
-        finish=_finish,
-        default_batch=one_source_per_step,
-        unresolved=_unresolved,
+    check = _checker(name, source_name, source_vector)
+    return ridge_info(
+        name, source, check, reference=_REFERENCE, prepare=_prepare, finish=_finish, unresolved=_unresolved
     )
 
 

@@ -9,12 +9,26 @@ from jaxtransfer_kernels import centre_and_scale, ridge_factor, ridge_objective
 from ._base import Checked, EstimatorInfo, one_source_per_step, register, run_pair
 from ._checks import as_features, check_same_samples, nonnegative_values, take_options
 
-__all__ = ["label_mse", "linear_mse"]
+__all__ = ["label_mse", "linear_mse", "ridge_info", "ridge_inputs"]
 
 _REFERENCE = (
     "C. V. Nguyen, H. M. Do, T. Hassner et al. Simple Transferability Estimation for Regression "
     "Tasks. UAI 2023."
 )
+
+
+def ridge_inputs(source_name: str, source, target, lead: int, source_vector: bool):
+    """A ridge estimator's checked inputs ``(f, y)``: float [*lead, n, d] and [*lead, n, k], the same n.
+
+    ``source`` is features, or predictions that may be a vector [*lead, n]
+    when ``source_vector``; ``target`` is real values [*lead, n] or
+    [*lead, n, k]; a vector becomes one column. Errors name ``source_name``
+    and ``targets`` (``as_features``, ``check_same_samples``).
+    """
+    f = as_features(source_name, source, lead=lead, allow_vector=source_vector, what="d")
+    y = as_features("targets", target, lead=lead, allow_vector=True, what="k")
+    check_same_samples(source_name, f.shape[-2], "targets", y.shape[-2])
+    return f, y
 
 
 def _checker(name: str, source_name: str, source_vector: bool):
@@ -26,9 +40,7 @@ def _checker(name: str, source_name: str, source_vector: bool):
                 f"{name} takes l2 (absolute) or l2_relative (times the features' total variance), "
                 f"not both; got l2={opts['l2']!r} and l2_relative={opts['l2_relative']!r}"
             )
-        f = as_features(source_name, source, lead=lead, allow_vector=source_vector, what="d")
-        y = as_features("targets", target, lead=lead, allow_vector=True, what="k")
-        check_same_samples(source_name, f.shape[-2], "targets", y.shape[-2])
+        f, y = ridge_inputs(source_name, source, target, lead, source_vector)
         if relative:
             l2 = nonnegative_values("l2_relative", opts["l2_relative"], f.dtype)
         else:
@@ -71,19 +83,32 @@ def _unresolved(state, *, l2, relative):
     return spec.unresolved & ~factor.cholesky & (penalty_root < 1e3 * eps * spec.singular[0])
 
 
-def _info(name, source, source_name, source_vector):
+def ridge_info(name, source, check, *, reference, prepare, finish, unresolved) -> EstimatorInfo:
+    """The metadata of a ridge estimator (Linear/Label MSE and their held-out forms).
+
+    Real-valued targets, higher is better, one source per ``score_matrix``
+    step. ``source`` is ``"features"`` or ``"predictions"``; the other
+    arguments are the :class:`EstimatorInfo` fields of the same names.
+    """
     return EstimatorInfo(
         name=name,
         task="regression",
         source=source,
         target="values",
         orientation="higher_is_better",
-        reference=_REFERENCE,
-        check=_checker(name, source_name, source_vector),
-        prepare=_prepare,
-        finish=_finish,
+        reference=reference,
+        check=check,
+        prepare=prepare,
+        finish=finish,
         default_batch=one_source_per_step,
-        unresolved=_unresolved,
+        unresolved=unresolved,
+    )
+
+
+def _info(name, source, source_name, source_vector):
+    check = _checker(name, source_name, source_vector)
+    return ridge_info(
+        name, source, check, reference=_REFERENCE, prepare=_prepare, finish=_finish, unresolved=_unresolved
     )
 
 

@@ -39,6 +39,7 @@ statistics of :mod:`jaxtransfer.streaming` accumulate them batch by batch.
 
 from __future__ import annotations
 
+import inspect
 import math
 import os
 import re
@@ -172,55 +173,19 @@ def score_sources(
       >>> bool(np.allclose(out.scores, jt.score_matrix("nce", labels, labels[:1])))
       True
     """
-    return _score_stream(
-        estimator,
-        sources,
-        targets,
-        num_sources=num_sources,
-        names=names,
-        mask=mask,
-        source_mask=source_mask,
-        target_mask=target_mask,
-        batch_size=batch_size,
-        progress=progress,
-        options=options,
-        stacklevel=3,
-    )
+    # locals() is exactly the arguments here (``options`` the dict of the rest): keep this first
+    return _score_stream(**locals(), stacklevel=3)
 
 
-def stream_score_matrix(
-    estimator,
-    sources,
-    targets,
-    *,
-    num_sources=None,
-    names=None,
-    mask=None,
-    source_mask=None,
-    target_mask=None,
-    batch_size=None,
-    progress=None,
-    **options,
-) -> jax.Array:
+def stream_score_matrix(estimator, sources, targets, **kwargs) -> jax.Array:
     """:func:`score_sources`'s scores as a ``jax.Array``: ``score_matrix``'s route for streams.
 
-    Warnings point at the caller of ``score_matrix``.
+    Takes the arguments of :func:`score_sources`. Warnings point at the caller
+    of ``score_matrix``.
     """
-    result = _score_stream(
-        estimator,
-        sources,
-        targets,
-        num_sources=num_sources,
-        names=names,
-        mask=mask,
-        source_mask=source_mask,
-        target_mask=target_mask,
-        batch_size=batch_size,
-        progress=progress,
-        options=options,
-        stacklevel=4,
-    )
-    return jnp.asarray(result.scores)
+    arguments = inspect.signature(score_sources).bind(estimator, sources, targets, **kwargs)
+    arguments.apply_defaults()
+    return jnp.asarray(_score_stream(**arguments.arguments, stacklevel=4).scores)
 
 
 # ----------------------------------------------------------------------------- sources, one at a time
