@@ -37,3 +37,20 @@ def _release_compiled_programs():
 
     jax.clear_caches()
     gc.collect()
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _vmapped_chunks_on_cpu():
+    """Run ``score_matrix``'s chunks of several sources side by side under ``vmap``, as on a GPU.
+
+    On a CPU they run one after another (``SEQUENTIAL_PLATFORMS``), which
+    would leave the batched route — the one accelerators take, with the
+    kernels' one-route-per-chunk branches — untested here. Its own test
+    (tests/estimators/test_score_matrix.py) restores the CPU rule.
+    """
+    from jaxtransfer.estimators import _matrix_core
+
+    kept = _matrix_core.SEQUENTIAL_PLATFORMS
+    _matrix_core.SEQUENTIAL_PLATFORMS = frozenset()
+    yield
+    _matrix_core.SEQUENTIAL_PLATFORMS = kept

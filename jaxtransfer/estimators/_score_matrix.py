@@ -64,7 +64,12 @@ def score_matrix(
       batch_size: sources per step; bounds memory (each step holds one chunk of
         sources against all T targets). Default: the estimator's own choice
         (one source at a time for the ridge estimators, as many as fit in about
-        256 MB of count tables for NCE).
+        256 MB of count tables for NCE). On GPUs and TPUs a chunk of the
+        estimators that factorise each source (the ridge and spectral ones)
+        runs side by side under ``vmap``, one factorisation route per chunk;
+        on a CPU its sources run one after another, because XLA:CPU gains
+        nothing from batching them and loses cache
+        (``estimators._matrix_core.SEQUENTIAL_PLATFORMS``).
       mesh: optional :class:`jax.sharding.Mesh` to run on (several devices,
         or several processes after ``jax.distributed.initialize()``). Default:
         follow the inputs — when ``sources`` is a ``jax.Array`` with a

@@ -117,6 +117,26 @@ def test_default_batch_size(rng, name):
     close(jt.score_matrix(name, sources, targets, **opts), loop(name, sources, targets, opts))
 
 
+@pytest.mark.parametrize(("name", "stepped"), [("linear_mse", 1), ("leep", 4), ("nce", 4)])
+def test_cpu_runs_a_chunk_of_factorised_sources_one_after_another(rng, monkeypatch, name, stepped):
+    """On a CPU, batch_size > 1 of an estimator that factorises each source runs them in turn (one
+    source per step, never slower); estimators without a factorisation keep the chunk."""
+    assert jax.default_backend() == "cpu"
+    monkeypatch.setattr(_score_matrix, "SEQUENTIAL_PLATFORMS", frozenset({"cpu"}))
+    seen = []
+    compiled = _score_matrix._matrix
+
+    def spy(*args, **kwargs):
+        seen.append(kwargs["batch"])
+        return compiled(*args, **kwargs)
+
+    monkeypatch.setattr(_score_matrix, "_matrix", spy)
+    sources, targets, opts = make(rng, name)
+    got = jt.score_matrix(name, sources, targets, batch_size=4, **opts)
+    assert seen == [stepped]
+    close(got, loop(name, sources, targets, opts))
+
+
 @pytest.mark.parametrize("method", ["onehot", "scatter"])
 def test_histogram_methods_with_masks(rng, method):
     sources, targets, _ = make(rng, "nce")
