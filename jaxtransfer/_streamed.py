@@ -219,6 +219,8 @@ class StreamedStats:
                     "values"
                 )
             return self._score_one(estimator, kind, t, options)
+        if kind == "linear":
+            return self._score_linear(estimator, options)
         scores = [
             None if kind in _CLASS_ONLY and c is None else self._score_one(estimator, kind, t, options)
             for t, c in enumerate(self.spec.classes)
@@ -239,6 +241,27 @@ class StreamedStats:
                 raise ValueError(f"target index {target} out of range for {len(self.spec.names)} targets")
             return int(target) % len(self.spec.names)
         raise TypeError(f"target must be a name, an index or None, got {type(target).__name__}")
+
+    def _score_linear(self, estimator, options):
+        """[T] scores of a feature-moment estimator from ONE finalisation over every target's columns.
+
+        The features' eigendecomposition (d×d, the costly part for wide
+        features) is shared by all targets; each column's terms are those of a
+        finalisation of its target alone (LogME maximises each column on its
+        own, Linear MSE's objective is a sum over columns), and are summed per
+        target here.
+        """
+        widths = np.asarray(self.spec.widths)
+        segments = jnp.asarray(np.repeat(np.arange(widths.size), widths))
+        fin = _STREAM[estimator].finalize
+        if estimator == "logme":
+            out = fin(self.linear, details=True, **options)
+            used = out.used.astype(out.evidence.dtype)
+            total = jax.ops.segment_sum(jnp.where(out.used, out.evidence, 0), segments, widths.size)
+            count = jax.ops.segment_sum(used, segments, widths.size)
+            return total / jnp.where(count > 0, count, jnp.nan)
+        per_column = fin(self.linear, columns=True, **options)  # [*l2.shape, k]
+        return jax.ops.segment_sum(jnp.moveaxis(per_column, -1, 0), segments, widths.size)  # [T, *l2.shape]
 
     def _score_one(self, estimator, kind, t, options):
         fin = _STREAM[estimator].finalize

@@ -337,3 +337,17 @@ def test_streamed_stats_docstring_example():
 
     result = doctest.testmod(_streamed, optionflags=doctest.NORMALIZE_WHITESPACE)
     assert result.attempted > 0 and result.failed == 0
+
+
+def test_all_targets_from_one_finalisation_equal_each_alone(setup, rng):
+    """score(est) for every target shares one eigendecomposition of the features' moments; each
+    target's value equals its own finalisation (float32), with l2 given as one value or several."""
+    params, x = setup
+    tasks = [rng.integers(0, 3, 23), rng.normal(size=(23, 2)).astype(np.float32), rng.integers(0, 2, 23)]
+    stats = extract(_fn, x, params=params, batch_size=8, keep=(), targets=tasks).stats
+    cases = (("logme", {}), ("linear_mse", {"l2": 0.5}), ("linear_mse", {"l2": np.array([0.1, 2.0])}))
+    for est, opts in cases:
+        every = np.asarray(stats.score(est, **opts))
+        alone = np.stack([np.asarray(stats.score(est, target=t, **opts)) for t in range(3)])
+        assert every.shape == alone.shape
+        np.testing.assert_allclose(every, alone, rtol=2e-6, atol=1e-7, err_msg=est)

@@ -696,16 +696,22 @@ def _linear_mse_finalize(stats: LinearStats, l2):
     return -jnp.sum(ridge_objective_from_stats(stats.features, stats.targets, l2), axis=-1)
 
 
-def _linear_finalize_public(stats, *, l2=1.0):
+def _linear_finalize_public(stats, *, l2=1.0, columns=False):
     """−min_{A,b} (1/n)Σ‖yᵢ − Afᵢ − b‖² + λ‖A‖²_F from the statistics (:func:`jaxtransfer.linear_mse`).
 
     The closed form n·J(λ) = ‖Y_c‖² − Σ_j (v_jᵀG)²/(e_j + nλ) of
     :func:`jaxtransfer_kernels.ridge_objective_from_stats` on the centred Gram
     matrix C = V diag(e) Vᵀ and G = F_cᵀY_c; ``l2`` a scalar or a 1-D array (one
     score each). It loses digits when the fit is nearly exact (module notes).
+    ``columns=True`` returns each target column's term [*l2.shape, k] (the
+    score is their sum): the targets that share the statistics' columns are
+    then scored from one eigendecomposition of C.
     """
     _check_stats("stats", stats, LinearStats)
-    return _linear_mse_finalize(stats, nonnegative_values("l2", l2, stats.features.shift.dtype))
+    l2 = nonnegative_values("l2", l2, stats.features.shift.dtype)
+    if columns:
+        return -ridge_objective_from_stats(stats.features, stats.targets, l2)
+    return _linear_mse_finalize(stats, l2)
 
 
 def _logme_tol(tol, dtype):
