@@ -14,7 +14,7 @@ module of ``jaxtransfer/`` and ``kernels/jaxtransfer_kernels/``:
 (c) the modules' imports have no cycle;
 (d) no module takes a private name (a leading underscore: a private module, or a
     private name in a module) from another package directory, except from the
-    shared private modules ``_io``, ``_progress`` and ``_nnx``; attribute access
+    shared private modules ``_io``, ``_progress``, ``_nnx`` and ``_hosts``; attribute access
     (``estimators._checks.as_mask``) counts as taking it;
 (e) apps and the CLI import jaxtransfer modules at the top of the module, not
     inside functions.
@@ -52,9 +52,10 @@ LIBRARY = {
     "metrics",
     "_streamed",
     "_nnx",
+    "_hosts",
 }
 ALIASES = {"sources", "sprites", "streaming", "zoo"}  # documented names that re-export library objects
-SHARED_PRIVATE = {"jaxtransfer._io", "jaxtransfer._progress", "jaxtransfer._nnx"}
+SHARED_PRIVATE = {"jaxtransfer._io", "jaxtransfer._progress", "jaxtransfer._nnx", "jaxtransfer._hosts"}
 KERNEL_DEPENDENCIES = {"jax", "numpy", "jaxtransfer_kernels", "__future__"}
 
 # (d) found when this test was written and reported, not yet resolved: the sub-package

@@ -18,6 +18,13 @@ saved with :func:`jaxtransfer.sources.save`):
    pooled and within target, with bootstrap intervals;
 5. report: a ranked table, JSON and CSV files, a PNG per estimator (score
    against actual transfer) and a summary PNG.
+
+In a multi-process program (after ``jax.distributed.initialize()``) every
+process calls :func:`rank` with the same arguments. The sources are split by
+model: model ``k``, in order of first appearance, and all its layers go to
+process ``k % P``, which alone loads it and runs stages 1 to 3 and the picks'
+rescoring for its sources (:mod:`jaxtransfer._hosts`). The per-source rows are
+gathered, so every process returns the same :class:`RankResult`.
 """
 
 from __future__ import annotations
@@ -29,9 +36,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import jax
 import numpy as np
 from flax import nnx
 
+from .. import _hosts as hosts
 from .. import evaluation, features, models, transfer
 from .._io import read_npz
 from .._progress import progress_bar
@@ -170,12 +179,16 @@ class RankResult:
       actual: [S, T] test accuracy after head retraining, or None.
       log_likelihood: [S, T] test log-likelihood after head retraining, or None.
       evaluation: estimator -> statistic -> (value, low, high).
-      timings: stage -> seconds.
+      timings: stage -> seconds. With several processes, ``features``,
+        ``scores`` and ``ground_truth`` are the slowest process's, ``gather``
+        this process's time in gathering the sources' rows (waiting for the
+        others included), the rest this process's.
       not_computed: estimator -> source -> why its scores are NaN (a layer
         or a model without a head has no predictions for ``leep``/``nce``; an
         estimator that returned NaN or infinity). Every requested estimator
         is in ``scores``, computed or not.
-      estimator_seconds: estimator -> seconds of its scores stage.
+      estimator_seconds: estimator -> seconds of its scores stage (the slowest
+        process's, with several).
       picks: the answer, one :class:`Pick` per target (empty when the
         ranking estimator scored fewer than one source).
       pick_by: the estimator that ranked the sources for :attr:`picks`.
@@ -452,6 +465,20 @@ def rank(
         plain lines otherwise, False (the default) nothing.
       print_fn: where stage messages go (default: nowhere).
 
+    Several processes: after ``jax.distributed.initialize()``, every process
+    calls ``rank`` with the same arguments and gets the same result. Model
+    ``k`` (in order of first appearance in ``sources``) and its layers go to
+    process ``k % P``, which alone loads it, extracts its features on its
+    local devices (``devices``), scores it against every target, retrains
+    heads on it and rescores it for the picks' support; the rows are
+    gathered, and the evaluation and picks computed from them on every
+    process. The result equals the one-process result (up to rounding in
+    the last digits where sources were stacked differently). A source that
+    fails a check raises in every process, the others with its message and
+    the process that raised it. :attr:`RankResult.timings` of the split stages
+    are the slowest process's. Warnings about one source are raised by the
+    process that scored it.
+
     Raises:
       ValueError: bad data or options; unknown sources, layers or
         estimators; a model that cannot take the images (checked for every
@@ -474,7 +501,12 @@ def rank(
     keep = _keep_features(keep_features, estimators, wanted, pick_by, pick_resamples, ground_truth)
     if keep_features is False and not estimators:
         wanted = [e for e in wanted if _streams(e) or get_estimator(e).info.source != "features"]
-    loaded = _load_and_check_models(images, sources, image_size)
+    index, count = jax.process_index(), jax.process_count()
+    owner = hosts.by_group([s.model for s in sources], count)  # model k on process k % count
+    rows = hosts.local_rows(owner, index)
+    mine = [sources[i] for i in rows]
+    with hosts.fail_together():  # a bad source raises on every process, before any extraction
+        loaded = _load_and_check_models(images, mine, image_size)
     if ground_truth and (len(sources) < FEW_SOURCES or len(names) < FEW_TARGETS):
         warnings.warn(
             f"{len(sources)} sources × {len(names)} targets: the evaluation's intervals (bootstrap over "
@@ -484,31 +516,40 @@ def rank(
         )
     timings: dict[str, float] = {}
 
-    start = time.perf_counter()
-    feats, probs, stats = _extract(
-        images, sources, loaded, wanted, image_size, batch_size, progress, say,
-        labels=None if keep else labels, devices=devices,
-    )  # fmt: skip
-    timings["features"] = time.perf_counter() - start
-
-    start = time.perf_counter()
-    inputs = _Inputs(feats, probs, sources, labels, stats)
-    scores, not_computed, per_estimator = _score(inputs, names, wanted, seed, progress, say)
-    timings["scores"] = time.perf_counter() - start
-    say(
-        f"  scores: {len(wanted)} estimators × {len(sources)} sources × {len(names)} targets in "
-        f"{timings['scores']:.1f} s (" + ", ".join(f"{e} {t:.1f} s" for e, t in per_estimator.items()) + ")"
-    )
-
-    actual = loglik = None
-    if ground_truth:
+    with hosts.fail_together():
         start = time.perf_counter()
-        say(f"  ground truth: head retraining, {len(sources)} sources × {len(names)} targets")
-        result = transfer.head_retrain_matrix(
-            [feats[s.name] for s in sources], labels, seed=seed, progress=progress
+        feats, probs, stats = _extract(
+            images, mine, loaded, wanted, image_size, batch_size, progress, say,
+            labels=None if keep else labels, devices=devices,
+        )  # fmt: skip
+        timings["features"] = time.perf_counter() - start
+
+        start = time.perf_counter()
+        inputs = _Inputs(feats, probs, mine, labels, stats, rows=rows, streamed=not keep)
+        scores, not_computed, per_estimator = _score(inputs, names, wanted, seed, progress, say)
+        timings["scores"] = time.perf_counter() - start
+        say(
+            f"  scores: {len(wanted)} estimators × {len(mine)} sources × {len(names)} targets in "
+            f"{timings['scores']:.1f} s ("
+            + ", ".join(f"{e} {t:.1f} s" for e, t in per_estimator.items())
+            + ")"
         )
-        actual, loglik = result.accuracy, result.log_likelihood
-        timings["ground_truth"] = time.perf_counter() - start
+
+        actual = loglik = None
+        if ground_truth:
+            start = time.perf_counter()
+            say(f"  ground truth: head retraining, {len(mine)} sources × {len(names)} targets")
+            actual, loglik = _ground_truth([feats[s.name] for s in mine], labels, seed, progress)
+            timings["ground_truth"] = time.perf_counter() - start
+
+    if count > 1:
+        start = time.perf_counter()
+        scores, actual, loglik, not_computed, per_estimator, stage_times = _gather_sources(
+            owner, sources, wanted, scores, actual, loglik, not_computed, per_estimator, timings
+        )
+        timings.update(stage_times)
+        timings["gather"] = time.perf_counter() - start
+    _warn_uncomputed(wanted, scores, not_computed)
 
     report: dict[str, dict[str, tuple[float, float, float]]] = {}
     if actual is not None and len(sources) >= 2:
@@ -521,13 +562,54 @@ def rank(
     picks = []
     if pick_by is not None:
         say(f"  picks: by {pick_by}, {pick_resamples} resamples of the images")
-        support = _pick_support(inputs, pick_by, scores[pick_by], pick_resamples, seed, progress)
+        support = _pick_support(inputs, pick_by, scores[pick_by], pick_resamples, seed, progress, owner)
         picks = _picks(scores, pick_by, support, [s.name for s in sources], names, actual)
     timings["picks"] = time.perf_counter() - start
     return RankResult(
         [s.name for s in sources], names, scores, actual, loglik, report, timings, not_computed,
         per_estimator, picks, pick_by,
     )  # fmt: skip
+
+
+def _ground_truth(feats: list[np.ndarray], labels, seed, progress) -> tuple[np.ndarray, np.ndarray]:
+    """[s, T] accuracy and log-likelihood (float64) after head retraining on each of ``feats``."""
+    if not feats:
+        return np.zeros((0, len(labels))), np.zeros((0, len(labels)))
+    result = transfer.head_retrain_matrix(feats, labels, seed=seed, progress=progress)
+    return np.asarray(result.accuracy, np.float64), np.asarray(result.log_likelihood, np.float64)
+
+
+def _gather_sources(owner, sources, wanted, scores, actual, loglik, not_computed, per_estimator, timings):
+    """Every process's rows of the scores (and ground truth) in source order, the reasons for NaN scores
+    merged, and the slowest process's seconds of the split stages; the same on every process."""
+    local = [scores[e] for e in wanted] + ([] if actual is None else [actual, loglik])
+    every = hosts.gather_rows(np.stack(local, axis=1), owner)  # [S, E (+ 2), T]
+    scores = {e: every[:, k] for k, e in enumerate(wanted)}
+    if actual is not None:
+        actual, loglik = every[:, len(wanted)], every[:, len(wanted) + 1]
+    parts = hosts.gather_json([not_computed, per_estimator, timings])
+    merged: dict[str, dict[str, str]] = {}
+    for est in wanted:
+        reasons = {k: v for part, _, _ in parts for k, v in part.get(est, {}).items()}
+        if reasons:
+            merged[est] = {s.name: reasons[s.name] for s in sources if s.name in reasons}
+    seconds = {e: max(part[e] for _, part, _ in parts) for e in per_estimator}
+    stages = {k: max(part[k] for _, _, part in parts) for k in timings}
+    return scores, actual, loglik, merged, seconds, stages
+
+
+def _warn_uncomputed(wanted, scores, not_computed) -> None:
+    """Warn of each estimator that no source could give the inputs it needs (its scores all NaN)."""
+    for est in wanted:
+        if np.isnan(scores[est]).all() and est in not_computed:
+            reasons = "; ".join(sorted(set(not_computed[est].values())))
+            if not any("returned" in r for r in not_computed[est].values()):
+                warnings.warn(
+                    f"{est} could not be computed for any source ({reasons}); "
+                    "its scores are NaN in the outputs",
+                    NotComputedWarning,
+                    stacklevel=3,
+                )
 
 
 def _check_rank_options(estimators, pick_by, pick_resamples, image_size, num_bootstrap):
@@ -673,6 +755,12 @@ class _Inputs:
     sources: list[SourceSpec]
     labels: np.ndarray
     stats: dict[str, features.StreamedStats] = field(default_factory=dict)
+    rows: np.ndarray | None = None  # each source's row in the global order (None: 0, 1, ...)
+    streamed: bool = False  # the feature estimators are finalised from ``stats``, no features kept
+
+    def __post_init__(self):
+        if self.rows is None:
+            self.rows = np.arange(len(self.sources))
 
     def groups(self, est: str) -> tuple[list[tuple[list[int], np.ndarray, int | None]], dict[str, str]]:
         """``est``'s source inputs stacked by shape: [(source rows, [s, N, ...], source classes)],
@@ -699,7 +787,9 @@ class _Inputs:
 
         From the streamed statistics when the features were not kept.
         """
-        if self.stats and _streams(est) and samples is None:
+        if not self.sources:  # a process with no sources of its own
+            return np.zeros((0, len(self.labels)))
+        if self.streamed and _streams(est) and samples is None:
             return np.stack([np.asarray(self.stats[s.name].score(est), np.float64) for s in self.sources])
         fn = get_estimator(est)
         info = fn.info
@@ -726,7 +816,8 @@ def _score(inputs: _Inputs, names, wanted, seed, progress, say):
     """Every estimator on every source and target: one ``score_matrix`` call per estimator and kind
     of source input (sources of one width are stacked), all targets at once.
 
-    Returns (scores {estimator: [S, T]}, not_computed, seconds per estimator).
+    Returns (scores {estimator: [S, T]}, not_computed, seconds per estimator), S the sources of
+    ``inputs``.
     """
     scores: dict[str, np.ndarray] = {}
     not_computed: dict[str, dict[str, str]] = {}
@@ -735,7 +826,7 @@ def _score(inputs: _Inputs, names, wanted, seed, progress, say):
     for est in wanted:
         bar.set_postfix_str(est)
         t0 = time.perf_counter()
-        groups, missing = ([], {}) if inputs.stats and _streams(est) else inputs.groups(est)
+        groups, missing = ([], {}) if inputs.streamed and _streams(est) else inputs.groups(est)
         if missing:
             not_computed[est] = dict(missing)
         raw = inputs.score(est, groups, seed)
@@ -746,16 +837,6 @@ def _score(inputs: _Inputs, names, wanted, seed, progress, say):
         seconds[est] = time.perf_counter() - t0
         bar.update(1)
     bar.close()
-    for est in wanted:
-        if np.isnan(scores[est]).all() and est in not_computed:
-            reasons = "; ".join(sorted(set(not_computed[est].values())))
-            if not any("returned" in r for r in not_computed[est].values()):
-                warnings.warn(
-                    f"{est} could not be computed for any source ({reasons}); "
-                    "its scores are NaN in the outputs",
-                    NotComputedWarning,
-                    stacklevel=3,
-                )
     return scores, not_computed, seconds
 
 
@@ -767,7 +848,7 @@ def _pick_estimator(pick_by, wanted, scores) -> str | None:
     return next((e for e in order if np.isfinite(scores[e]).any()), None)
 
 
-def _pick_support(inputs: _Inputs, est: str, mat: np.ndarray, resamples: int, seed: int, progress):
+def _pick_support(inputs: _Inputs, est: str, mat: np.ndarray, resamples: int, seed: int, progress, owner):
     """[T] share of ``resamples`` random subsamples of the images whose ``est`` scores keep each
     target's pick (NaN when ``resamples`` is 0).
 
@@ -781,31 +862,35 @@ def _pick_support(inputs: _Inputs, est: str, mat: np.ndarray, resamples: int, se
 
     Only sources in some target's top three are rescored: the others would
     have to overtake three sources to change a pick, and are counted as never
-    doing so.
+    doing so. With several processes, ``mat`` [S, T] is the gathered matrix,
+    every process draws the same subsamples, rescores its own top sources
+    (``inputs``; ``owner`` [S] says which process holds which source) and the
+    rescored rows are gathered before the comparison.
     """
-    if resamples == 0 or (inputs.stats and get_estimator(est).info.source == "features"):
+    if resamples == 0 or (inputs.streamed and get_estimator(est).info.source == "features"):
         return np.full(mat.shape[1], np.nan)  # no resamples, or no features to resample
     filled = np.nan_to_num(mat, nan=-np.inf)
     pick = np.argmax(filled, axis=0)
     top = np.unique(np.argsort(-filled, axis=0)[:3].ravel())
     top = top[np.isfinite(filled[top]).any(axis=1)]
+    rescored = set(np.flatnonzero(np.isin(inputs.rows, top)).tolist())  # this process's top sources
     groups, _ = inputs.groups(est)
     groups = [
-        ([i for i in rows if i in top], x[[k for k, i in enumerate(rows) if i in top]], w)
+        ([i for i in rows if i in rescored], x[[k for k, i in enumerate(rows) if i in rescored]], w)
         for rows, x, w in groups
-        if any(i in top for i in rows)
+        if any(i in rescored for i in rows)
     ]
     rng = np.random.default_rng(seed)
     n = inputs.labels.shape[1]
-    kept = np.zeros(mat.shape[1])
+    again = np.full((len(inputs.sources), resamples, mat.shape[1]), np.nan)
     bar = progress_bar(resamples, progress, f"picks ({est})", unit="resample")
-    for _ in range(resamples):
+    for r in range(resamples):
         samples = np.sort(rng.choice(n, size=max(2, round(SUBSAMPLE * n)), replace=False))
-        again = np.nan_to_num(inputs.score(est, groups, seed, samples), nan=-np.inf)
-        kept += np.argmax(again, axis=0) == pick
+        again[:, r] = inputs.score(est, groups, seed, samples)
         bar.update(1)
     bar.close()
-    return kept / resamples
+    again = np.nan_to_num(hosts.gather_rows(again, owner), nan=-np.inf)  # [S, R, T]
+    return (np.argmax(again, axis=0) == pick).sum(axis=0) / resamples
 
 
 def _picks(scores, pick_by, support, sources, names, actual) -> list[Pick]:

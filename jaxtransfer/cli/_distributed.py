@@ -2,19 +2,26 @@
 
 Every process runs the same command. ``jax.distributed.initialize`` joins them
 (on CPUs with gloo collectives); each process scores its own share of the
-sources — rows ``I, I + N, I + 2N, …`` — on its local devices, the rows are
-gathered to every process (``multihost_utils.process_allgather``) and process
-0 alone writes the outputs. ``--distributed`` instead lets JAX detect the
+sources on its local devices (``score``: rows ``I, I + N, I + 2N, …``;
+``rank``: whole models, model ``k`` on process ``k % N``), the rows are
+gathered to every process (:mod:`jaxtransfer._hosts`) and process 0 alone
+writes the outputs. ``--distributed`` instead lets JAX detect the
 cluster from its environment (SLURM, Cloud TPU, …).
+
+Native libraries write to the process's standard output (gloo prints a line
+when its processes connect), which would corrupt a JSON answer there; in
+this mode the command's own output keeps the standard output and whatever
+else is written to file descriptor 1 goes to standard error.
 """
 
 from __future__ import annotations
 
-import numpy as np
+import os
+import sys
 
 from ._common import CLIError
 
-__all__ = ["add_distributed_arguments", "gather_rows", "local_rows", "start"]
+__all__ = ["add_distributed_arguments", "start"]
 
 
 def add_distributed_arguments(parser) -> None:
@@ -50,6 +57,7 @@ def start(args) -> tuple[int, int]:
             raise CLIError(f"--num-processes must be at least 1, got {args.num_processes}")
         if not 0 <= args.process_id < args.num_processes:
             raise CLIError(f"--process-id must lie in [0, {args.num_processes}), got {args.process_id}")
+    _native_stdout_to_stderr()
     # CPU collectives between processes go through gloo (asking for the backend here would start it,
     # which must wait for initialize; the setting does nothing on accelerators)
     jax.config.update("jax_cpu_collectives_implementation", "gloo")
@@ -64,23 +72,9 @@ def start(args) -> tuple[int, int]:
     return jax.process_index(), jax.process_count()
 
 
-def local_rows(total: int, index: int, count: int) -> np.ndarray:
-    """The source rows this process scores: ``index, index + count, …`` below ``total``."""
-    return np.arange(index, total, count)
-
-
-def gather_rows(local: np.ndarray, total: int, index: int, count: int) -> np.ndarray:
-    """Every process's rows (``local``, see :func:`local_rows`) in source order, on every process."""
-    if count == 1:
-        return local
-    from jax.experimental import multihost_utils
-
-    width = -(-total // count)  # the most rows any process has
-    padded = np.full((width, *local.shape[1:]), np.nan, local.dtype)
-    padded[: local.shape[0]] = local
-    every = np.asarray(multihost_utils.process_allgather(padded))  # [count, width, ...]
-    out = np.empty((total, *local.shape[1:]), local.dtype)
-    for i in range(count):
-        rows = local_rows(total, i, count)
-        out[rows] = every[i, : rows.size]
-    return out
+def _native_stdout_to_stderr() -> None:
+    """Point file descriptor 1 at stderr, and ``sys.stdout`` at a copy of the original stdout."""
+    sys.stdout.flush()
+    stdout = os.dup(1)
+    os.dup2(2, 1)
+    sys.stdout = os.fdopen(stdout, "w", buffering=1 if sys.stdout.line_buffering else -1)

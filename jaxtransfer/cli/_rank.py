@@ -1,4 +1,11 @@
-"""``jaxtransfer rank``: rank candidate sources for a target dataset (the main job)."""
+"""``jaxtransfer rank``: rank candidate sources for a target dataset (the main job).
+
+With ``--coordinator HOST:PORT --num-processes N --process-id I`` (or
+``--distributed``) every process runs the same command; the sources are split
+over the processes by model (:func:`jaxtransfer.apps.rank`), and process 0
+alone prints the answer and writes ``--out``. The others print nothing on
+stdout (their stage messages and warnings go to stderr).
+"""
 
 from __future__ import annotations
 
@@ -8,6 +15,7 @@ import sys
 import time
 import warnings
 
+from .. import _hosts as hosts
 from .. import models
 from ..apps import (
     FewPairsWarning,
@@ -23,6 +31,7 @@ from ..apps import (
     subsample,
     write_outputs,
 )
+from . import _distributed as distributed
 from ._common import CLIError, check_output, non_negative_int, positive_int
 
 
@@ -66,6 +75,7 @@ def _run(args, say, quiet: bool):
     except (
         models.zoo.WeightsUnavailableError,
         models.zoo.UnsafeFileError,
+        hosts.ProcessFailedError,
         ValueError,
         TypeError,
         FileNotFoundError,
@@ -110,12 +120,27 @@ def _print(result, written, folder, quiet: bool, wide: bool) -> None:
     print(answer_table(result))
 
 
+def _messages(index: int, quiet: bool):
+    """Where stage messages go: stdout on process 0, stderr (marked) on the others, nowhere with JSON."""
+
+    def say(*args, **kwargs) -> None:
+        if index == 0:
+            print(*args, **kwargs)
+        else:  # only process 0 prints on stdout
+            print(f"[process {index}]", *args, **kwargs, file=sys.stderr)
+
+    return (lambda *a, **k: None) if quiet else say
+
+
 def _rank(args) -> int:
+    index, _ = distributed.start(args)
     out = check_output(args.out, "--out", folder=True) if args.out else None
     quiet = args.format == "json"
-    say = (lambda *a, **k: None) if quiet else print
+    say = _messages(index, quiet)
     started = time.perf_counter()
     result = _run(args, say, quiet)
+    if index != 0:  # process 0 writes the outputs
+        return 0
     written = []
     if out is not None:
         t0 = time.perf_counter()
@@ -134,7 +159,11 @@ def add_rank_parser(sub) -> None:
         "rank",
         help="rank sources (the zoo's backbones by default) for a target dataset (digits by default)",
         description="Extract features with each source, score every estimator, measure head-retraining "
-        "transfer, and judge the estimators against it.",
+        "transfer, and judge the estimators against it. Several processes (one per host, or several on "
+        "one machine) share the work when each runs the same command with --coordinator HOST:PORT "
+        "--num-processes N --process-id I (or --distributed): the sources are split by model (model k "
+        "to process k %% N), the results gathered, and process 0 alone prints the answer and writes "
+        "--out.",
     )
     p.add_argument(
         "--data", help="target .npz with 'images' [N,H,W(,C)] and 'labels' [N] or [N,T] (default: digits)"
@@ -187,4 +216,5 @@ def add_rank_parser(sub) -> None:
     p.add_argument(
         "--wide", action="store_true", help="also print the wide tables (mean ranks, every statistic)"
     )
+    distributed.add_distributed_arguments(p)
     p.set_defaults(run=_rank)

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .. import _hosts as hosts
 from .. import estimators
 from .._io import array_files
 from ..apps import run_demo
@@ -121,7 +122,8 @@ def _score(args) -> int:
         sources = _file_sources(args.source, info.source)
         total, all_names = len(sources), [p.stem for p in sources]
     # several processes: each scores its own rows (index, index + N, ...), then all rows are gathered
-    rows = distributed.local_rows(total, index, processes)
+    owner = hosts.strided(total, processes)
+    rows = hosts.local_rows(owner, index)
     if processes > 1:
         sources = [sources[r] for r in rows] if isinstance(sources, list) else _subset(sources, rows)
     count, names = rows.size, None
@@ -153,12 +155,13 @@ def _score(args) -> int:
     options.update(info.caller_options(seed=args.seed))
     mask = load_array(args.mask, "--mask") if args.mask else None
     try:
-        result = score_sources(
-            fn, sources, targets, num_sources=count, names=names, mask=mask, progress=None, **options
-        )
-    except (ValueError, TypeError) as err:
+        with hosts.fail_together():  # a bad file of one process's share stops every process
+            result = score_sources(
+                fn, sources, targets, num_sources=count, names=names, mask=mask, progress=None, **options
+            )
+    except (ValueError, TypeError, OSError, hosts.ProcessFailedError) as err:
         raise CLIError(str(err)) from None
-    scores = distributed.gather_rows(np.asarray(result.scores), total, index, processes)
+    scores = hosts.gather_rows(np.asarray(result.scores), owner)
     if processes > 1:
         names = all_names
     elif result.names is not None:
