@@ -7,9 +7,11 @@ medians):
   and logme (the spectrum) with ``batch_size`` 1, 2, 4, 8, 16 sources per
   step; time relative to ``batch_size=1``. Before the kernels' uniform
   branches a chunk ran every factorisation route (2.1× slower at 8).
-* **validation share** — a public ``linear_mse`` call on NumPy inputs against
-  the same jitted computation on arrays already on the device:
-  (public − core) / public.
+* **validation share** — public ``linear_mse``, ``logme`` and ``nce`` calls on
+  NumPy inputs against the same jitted computation on arrays already checked
+  and on the device: (public − core) / public, the median over rounds that
+  time the two back to back (alternating which goes first), of wall-clock
+  and of CPU time (which a busy machine's scheduling does not inflate).
 * **extra memory** — peak RSS of ``score_matrix("linear_mse")`` in a fresh
   process, minus the RSS once its inputs exist, as a multiple of the input
   size: for NumPy inputs (which a CPU backend copies once into its own
@@ -17,6 +19,7 @@ medians):
 
     OPENBLAS_NUM_THREADS=1 python bench/bench_scale.py            # JSON under jaxtransfer-output/bench/
     python bench/bench_scale.py --tiny --out /tmp/scale.json       # seconds
+    python bench/bench_scale.py --only validation,memory           # some of sweep, validation, memory
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ import json
 import platform
 import subprocess
 import sys
+import time
 from functools import partial
 from pathlib import Path
 
@@ -61,28 +65,67 @@ def batch_sweep(s, t, n, d, sizes, repeats):
     return out
 
 
-def validation_share(n, d, repeats):
-    rng = np.random.default_rng(1)
-    f = rng.normal(size=(n, d)).astype(np.float32)
-    y = rng.normal(size=(n, 4)).astype(np.float32)
-    info = jt.linear_mse.info
-    checked = info.check(f, y, {"l2": 1.0}, 0)
+def _interleaved_share(public, core, repeats: int) -> dict:
+    """(public − core) / public from ``repeats`` rounds that time both calls back to back.
+
+    The two run in alternating order (so neither always gets the warmer
+    cache), every call ends in ``block_until_ready``, and the share is the
+    median of the per-round shares: a load spike that slows one round slows
+    both of its calls, so it cancels in the round's ratio instead of landing
+    on one side of a difference of two medians. ``cpu_share`` is the same
+    from the process's CPU time (all threads): the work that validation adds,
+    which a busy machine's scheduling delays do not inflate.
+    """
+    for fn in (public, core):  # warm-up: compilation, first transfers
+        jax.block_until_ready(fn())
+    wall = {public: [], core: []}
+    cpu = {public: [], core: []}
+    for i in range(repeats):
+        for fn in (public, core) if i % 2 == 0 else (core, public):
+            start, start_cpu = time.perf_counter(), time.process_time()
+            jax.block_until_ready(fn())
+            wall[fn].append(time.perf_counter() - start)
+            cpu[fn].append(time.process_time() - start_cpu)
+    pub, inner = np.array(wall[public]), np.array(wall[core])
+    shares = 1 - inner / pub
+    return {
+        "public_s": float(np.median(pub)),
+        "core_s": float(np.median(inner)),
+        "share": float(np.median(shares)),  # may be slightly negative: noise around a zero share
+        "share_quartiles": [float(np.quantile(shares, 0.25)), float(np.quantile(shares, 0.75))],
+        "overhead_s": float(np.median(pub - inner)),  # per round: what the public call adds
+        "cpu_share": float(np.median(1 - np.array(cpu[core]) / np.array(cpu[public]))),
+        "repeats": repeats,
+    }
+
+
+def _core(fn, source, target, options):
+    """The jitted one-pair computation of ``fn`` on inputs validated (and put on the device) once."""
+    info = fn.info
+    checked = info.check(source, target, options, 0)
     static = tuple(sorted(checked.static.items()))
+    args = (checked.source, checked.target, None, checked.dynamic)
+    return partial(_pair, *args, info=info, static=static, finish=info.finish)
 
-    def core():
-        return _pair(
-            checked.source,
-            checked.target,
-            None,
-            checked.dynamic,
-            info=info,
-            static=static,
-            finish=info.finish,
-        )
 
-    public = _median_time(lambda: jt.linear_mse(f, y, l2=1.0), repeats)
-    inner = _median_time(core, repeats)
-    return {"public_s": public, "core_s": inner, "share": max(public - inner, 0) / public}
+def validation_share(n, d, repeats):
+    """Share of validation in public one-pair calls on NumPy inputs (n samples, d float32 features):
+    linear_mse (λ = 1, 4 target columns), logme (10 classes) and nce (50 source × 10 target classes)."""
+    rng = np.random.default_rng(1)
+    f = rng.standard_normal((n, d), dtype=np.float32)
+    values = rng.standard_normal((n, 4), dtype=np.float32)
+    labels = rng.integers(0, 10, n)
+    source_labels = rng.integers(0, 50, n)
+    cases = {
+        "linear_mse": (jt.linear_mse, f, values, {"l2": 1.0}),
+        "logme": (jt.logme, f, labels, {}),
+        "nce": (jt.nce, source_labels, labels, {}),
+    }
+    out = {}
+    for name, (fn, source, target, opts) in cases.items():
+        public = partial(fn, source, target, **opts)
+        out[name] = _interleaved_share(public, _core(fn, source, target, opts), repeats)
+    return out
 
 
 _MEMORY_CHILD = """
@@ -130,18 +173,26 @@ def extra_memory(s, t, n, d):
     return out
 
 
+_PARTS = ("sweep", "validation", "memory")
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--tiny", action="store_true", help="seconds-long sizes (smoke test)")
     parser.add_argument("--out", default="jaxtransfer-output/bench/scale.json")
+    parser.add_argument("--only", default=",".join(_PARTS), help="comma-separated parts (default: all)")
     args = parser.parse_args(argv)
+    parts = [p for p in args.only.split(",") if p]
+    unknown = sorted(set(parts) - set(_PARTS))
+    if unknown:
+        parser.error(f"--only got unknown part(s) {', '.join(unknown)}; expected some of {', '.join(_PARTS)}")
     if args.tiny:
         sweep = dict(s=4, t=3, n=200, d=16, sizes=(1, 2, 4), repeats=2)
-        valid = dict(n=500, d=32, repeats=3)
+        valid = dict(n=500, d=32, repeats=5)
         memory = dict(s=4, t=4, n=2000, d=64)
     else:
         sweep = dict(s=32, t=16, n=2000, d=128, sizes=(1, 2, 4, 8, 16), repeats=5)
-        valid = dict(n=20000, d=256, repeats=7)
+        valid = dict(n=20000, d=256, repeats=101)
         memory = dict(s=64, t=64, n=20000, d=256)
     result = {
         "config": {
@@ -154,23 +205,29 @@ def main(argv=None):
             "devices": [str(x) for x in jax.devices()],
             "python": platform.python_version(),
         },
-        "batch_sweep": batch_sweep(**sweep),
-        "validation": validation_share(**valid),
-        "memory": extra_memory(**memory),
     }
+    if "sweep" in parts:
+        result["batch_sweep"] = batch_sweep(**sweep)
+    if "validation" in parts:
+        result["validation"] = validation_share(**valid)
+    if "memory" in parts:
+        result["memory"] = extra_memory(**memory)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=2))
-    for name, row in result["batch_sweep"].items():
+    for name, row in result.get("batch_sweep", {}).items():
         print(
             name, "time relative to batch_size=1:", {b: round(v, 2) for b, v in row["relative_to_1"].items()}
         )
-    v = result["validation"]
-    print(
-        f"validation share of a public linear_mse call: {v['share']:.1%} "
-        f"({v['public_s'] * 1e3:.2f} ms public, {v['core_s'] * 1e3:.2f} ms core)"
-    )
-    for where, m in result["memory"].items():
+    for name, v in result.get("validation", {}).items():
+        q25, q75 = v["share_quartiles"]
+        print(
+            f"validation share of a public {name} call: {v['share']:.1%} (quartiles {q25:.1%}, {q75:.1%}; "
+            f"of CPU time {v['cpu_share']:.1%}; "
+            f"{v['public_s'] * 1e3:.2f} ms public, {v['core_s'] * 1e3:.2f} ms core, "
+            f"{v['overhead_s'] * 1e3:.2f} ms added; {v['repeats']} rounds)"
+        )
+    for where, m in result.get("memory", {}).items():
         print(
             f"score_matrix extra memory, {where} input: {m['extra_over_input']:.2f}x its input "
             f"({m['input_bytes'] / 2**20:.0f} MiB)"
