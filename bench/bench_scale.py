@@ -38,63 +38,97 @@ import jax.numpy as jnp
 import numpy as np
 
 import jaxtransfer as jt
-from jaxtransfer.apps import time_call
+from jaxtransfer.estimators import _matrix_core
 from jaxtransfer.estimators._base import _pair
 
 
-def _median_time(fn, repeats: int) -> float:
-    """Median seconds of ``fn()`` after one warm-up call (the package's own timing helper)."""
-    return time_call(fn, repeats=repeats, warmup=1)["median_s"]
-
-
 def batch_sweep(s, t, n, d, sizes, repeats):
+    """``score_matrix`` at each ``batch_size``, two ways, timed in interleaved rounds (wall and CPU time):
+
+    * ``public``: what a user gets — on a CPU the sources of a step run one
+      after another for these estimators (``SEQUENTIAL_PLATFORMS``);
+    * ``vmapped``: the chunk vmapped as on an accelerator (one factorisation
+      route per chunk), the rule switched off: what batching itself costs
+      or saves on this backend.
+
+    Each figure is relative to ``batch_size=1`` (the same program either way).
+    """
     rng = np.random.default_rng(0)
     f = jnp.asarray(np.maximum(rng.normal(size=(s, n, d)), 0).astype(np.float32) + 1)
     y = jnp.asarray(rng.integers(0, 10, (t, n)))
     onehot = jax.nn.one_hot(y, 10)
+    rule = _matrix_core.SEQUENTIAL_PLATFORMS
     out = {}
     for name, targets, opts in (("linear_mse", onehot, {"l2": 1.0}), ("logme", y, {})):
-        row = {}
+        calls = {}
         for b in sizes:
-            call = partial(jt.score_matrix, name, f, targets, batch_size=b, **opts)
-            row[b] = _median_time(call, repeats)
-        out[name] = {
-            "seconds": {str(b): v for b, v in row.items()},
-            "relative_to_1": {str(b): v / row[1] for b, v in row.items()},
-        }
+            calls[f"public {b}"] = partial(jt.score_matrix, name, f, targets, batch_size=b, **opts)
+            if b > 1:
+                calls[f"vmapped {b}"] = partial(_without_rule, calls[f"public {b}"])
+        times = _interleaved_times(calls, repeats)
+        assert _matrix_core.SEQUENTIAL_PLATFORMS == rule
+        row = {}
+        for how in ("public", "vmapped"):
+            for clock in ("wall", "cpu"):
+                base = times["public 1"][clock]
+                row[f"{how}_{clock}_relative_to_1"] = {
+                    str(b): times[f"{how} {b}"][clock] / base for b in sizes if f"{how} {b}" in times
+                }
+        row["seconds"] = {k: v["wall"] for k, v in times.items()}
+        out[name] = row
     return out
+
+
+def _without_rule(call):
+    """``call()`` with chunks of sources vmapped on every platform (``SEQUENTIAL_PLATFORMS`` empty)."""
+    kept = _matrix_core.SEQUENTIAL_PLATFORMS
+    _matrix_core.SEQUENTIAL_PLATFORMS = frozenset()
+    try:
+        return call()
+    finally:
+        _matrix_core.SEQUENTIAL_PLATFORMS = kept
+
+
+def _interleaved_times(calls: dict, repeats: int) -> dict:
+    """Median wall and CPU seconds of each of ``calls`` (name -> function), timed in ``repeats``
+    rounds that run every call once, in an order rotated each round (so a load spike lands on all
+    of them, and none always runs first); each call ends in ``block_until_ready``."""
+    for fn in calls.values():  # warm-up: compilation, first transfers
+        jax.block_until_ready(fn())
+    names = list(calls)
+    wall: dict[str, list[float]] = {k: [] for k in names}
+    cpu: dict[str, list[float]] = {k: [] for k in names}
+    for i in range(repeats):
+        for k in names[i % len(names) :] + names[: i % len(names)]:
+            start, start_cpu = time.perf_counter(), time.process_time()
+            jax.block_until_ready(calls[k]())
+            wall[k].append(time.perf_counter() - start)
+            cpu[k].append(time.process_time() - start_cpu)
+    return {k: {"wall": float(np.median(wall[k])), "cpu": float(np.median(cpu[k])), "wall_all": wall[k],
+                "cpu_all": cpu[k]} for k in names}  # fmt: skip
 
 
 def _interleaved_share(public, core, repeats: int) -> dict:
     """(public − core) / public from ``repeats`` rounds that time both calls back to back.
 
-    The two run in alternating order (so neither always gets the warmer
-    cache), every call ends in ``block_until_ready``, and the share is the
-    median of the per-round shares: a load spike that slows one round slows
-    both of its calls, so it cancels in the round's ratio instead of landing
-    on one side of a difference of two medians. ``cpu_share`` is the same
-    from the process's CPU time (all threads): the work that validation adds,
-    which a busy machine's scheduling delays do not inflate.
+    The two run in alternating order (:func:`_interleaved_times`) and the
+    share is the median of the per-round shares: a load spike that slows one
+    round slows both of its calls, so it cancels in the round's ratio instead
+    of landing on one side of a difference of two medians. ``cpu_share`` is
+    the same from the process's CPU time (all threads): the work that
+    validation adds, which a busy machine's scheduling delays do not inflate.
     """
-    for fn in (public, core):  # warm-up: compilation, first transfers
-        jax.block_until_ready(fn())
-    wall = {public: [], core: []}
-    cpu = {public: [], core: []}
-    for i in range(repeats):
-        for fn in (public, core) if i % 2 == 0 else (core, public):
-            start, start_cpu = time.perf_counter(), time.process_time()
-            jax.block_until_ready(fn())
-            wall[fn].append(time.perf_counter() - start)
-            cpu[fn].append(time.process_time() - start_cpu)
-    pub, inner = np.array(wall[public]), np.array(wall[core])
+    times = _interleaved_times({"public": public, "core": core}, repeats)
+    pub, inner = np.array(times["public"]["wall_all"]), np.array(times["core"]["wall_all"])
     shares = 1 - inner / pub
+    cpu = 1 - np.array(times["core"]["cpu_all"]) / np.array(times["public"]["cpu_all"])
     return {
         "public_s": float(np.median(pub)),
         "core_s": float(np.median(inner)),
         "share": float(np.median(shares)),  # may be slightly negative: noise around a zero share
         "share_quartiles": [float(np.quantile(shares, 0.25)), float(np.quantile(shares, 0.75))],
         "overhead_s": float(np.median(pub - inner)),  # per round: what the public call adds
-        "cpu_share": float(np.median(1 - np.array(cpu[core]) / np.array(cpu[public]))),
+        "cpu_share": float(np.median(cpu)),
         "repeats": repeats,
     }
 
@@ -216,9 +250,10 @@ def main(argv=None):
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=2))
     for name, row in result.get("batch_sweep", {}).items():
-        print(
-            name, "time relative to batch_size=1:", {b: round(v, 2) for b, v in row["relative_to_1"].items()}
-        )
+        for key in ("public_wall", "public_cpu", "vmapped_wall", "vmapped_cpu"):
+            rel = row[f"{key}_relative_to_1"]
+            print(f"{name} {key.replace('_', ' ')} time relative to batch_size=1:",
+                  {b: round(v, 2) for b, v in rel.items()})  # fmt: skip
     for name, v in result.get("validation", {}).items():
         q25, q75 = v["share_quartiles"]
         print(
